@@ -1,0 +1,42 @@
+"""hf_distill: knowledge distillation for the Hugging Face stack."""
+
+__version__ = "0.1.0"
+
+from .config import DistillationTrainingArguments
+from .losses import (
+    DIVERGENCES,
+    cosine_hidden_loss,
+    distillation_loss,
+    forward_kl,
+    hard_label_loss,
+    jsd,
+    logit_mse,
+    reverse_kl,
+    soft_target_loss,
+)
+from .metrics import classification_metrics, load_metric
+from .terms import DistillationBatch, HardLabelTerm, HiddenStateCosineTerm, LossTerm, SoftTargetTerm, TermLoss
+from .trainer import DistillationTrainer
+
+__all__ = [
+    "DIVERGENCES",
+    "DistillationBatch",
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "HardLabelTerm",
+    "HiddenStateCosineTerm",
+    "LossTerm",
+    "SoftTargetTerm",
+    "TermLoss",
+    "__version__",
+    "classification_metrics",
+    "cosine_hidden_loss",
+    "distillation_loss",
+    "forward_kl",
+    "hard_label_loss",
+    "jsd",
+    "load_metric",
+    "logit_mse",
+    "reverse_kl",
+    "soft_target_loss",
+]

@@ -1,0 +1,112 @@
+"""Training arguments for knowledge distillation."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .losses import DIVERGENCES
+
+TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class DistillationTrainingArguments(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] plus the knobs of knowledge distillation (Hinton et al., 2015).
+
+    The training loss of [`DistillationTrainer`] is
+
+        loss = soft_weight * T² * D(p_teacher^T, p_student^T) + hard_weight * CE(student, labels)
+
+    with `soft_weight = alpha`, `hard_weight = 1 - alpha` unless both weights are given explicitly.
+
+    Args:
+        alpha (`float`, *optional*, defaults to `0.5`):
+            Weight of the soft (teacher) loss, in [0, 1]; the hard cross-entropy on labels gets `1 - alpha`. `alpha=0`
+            is plain supervised training, `alpha=1` needs no labels at all.
+        temperature (`float`, *optional*, defaults to `2.0`):
+            Softmax temperature T > 0 applied to teacher and student logits in the soft loss, which is scaled by T².
+        distillation_loss (`str`, *optional*, defaults to `"forward_kl"`):
+            Divergence between the tempered distributions: `forward_kl` (KL(teacher || student), Hinton),
+            `reverse_kl` (KL(student || teacher)), `jsd` (generalized Jensen-Shannon, see `jsd_beta`) or `mse` (mean
+            squared error between tempered logits).
+        jsd_beta (`float`, *optional*, defaults to `0.5`):
+            Interpolation weight beta in (0, 1) of the generalized Jensen-Shannon divergence (GKD, Agarwal et al.,
+            2024): the mixture is `beta * p_teacher + (1 - beta) * p_student`. Only used with `distillation_loss="jsd"`.
+        soft_weight (`float`, *optional*):
+            Explicit weight of the soft loss, overriding `alpha` (DistilBERT's triple loss uses 5.0). Must be >= 0 and
+            given together with `hard_weight`.
+        hard_weight (`float`, *optional*):
+            Explicit weight of the hard (label) loss, overriding `1 - alpha` (DistilBERT uses 2.0). Must be >= 0 and
+            given together with `soft_weight`.
+        teacher_dtype (`str`, *optional*):
+            Run the teacher in this precision (`float32`, `bfloat16` or `float16`) to save memory and time; by
+            default it keeps the dtype it was loaded with.
+        teacher_model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for `from_pretrained` when `teacher_model` is given as a Hub id or path.
+    """
+
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the soft (teacher) loss in [0, 1]; the hard label loss gets 1 - alpha."},
+    )
+    temperature: float = field(
+        default=2.0,
+        metadata={"help": "Softmax temperature T > 0 for the soft loss, which is scaled by T squared."},
+    )
+    distillation_loss: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "Divergence between tempered teacher and student distributions.",
+            "choices": list(DIVERGENCES),
+        },
+    )
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "Mixture weight beta in (0, 1) of the generalized Jensen-Shannon divergence ('jsd')."},
+    )
+    soft_weight: float | None = field(
+        default=None,
+        metadata={"help": "Explicit weight (>= 0) of the soft loss, overriding alpha; give hard_weight too."},
+    )
+    hard_weight: float | None = field(
+        default=None,
+        metadata={"help": "Explicit weight (>= 0) of the hard label loss, overriding 1 - alpha; give soft_weight too."},
+    )
+    teacher_dtype: str | None = field(
+        default=None,
+        metadata={"help": "Precision to run the teacher in.", "choices": list(TEACHER_DTYPES)},
+    )
+    teacher_model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for from_pretrained when the teacher is given as a Hub id or path."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
+        if not self.temperature > 0.0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if self.distillation_loss not in DIVERGENCES:
+            raise ValueError(
+                f"distillation_loss must be one of {sorted(DIVERGENCES)}, got {self.distillation_loss!r}."
+            )
+        if not 0.0 < self.jsd_beta < 1.0:
+            raise ValueError(f"jsd_beta must be in the open interval (0, 1), got {self.jsd_beta}.")
+        if (self.soft_weight is None) != (self.hard_weight is None):
+            raise ValueError("soft_weight and hard_weight must be given together (or neither, to use alpha).")
+        for name in ("soft_weight", "hard_weight"):
+            value = getattr(self, name)
+            if value is not None and value < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {value}.")
+        if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
+            raise ValueError(f"teacher_dtype must be one of {list(TEACHER_DTYPES)} or None, got {self.teacher_dtype!r}.")
+
+    @property
+    def loss_weights(self) -> tuple[float, float]:
+        """`(soft_weight, hard_weight)`: explicit weights when given, else `(alpha, 1 - alpha)`."""
+        if self.soft_weight is not None:
+            return self.soft_weight, self.hard_weight
+        return self.alpha, 1.0 - self.alpha

@@ -1,0 +1,76 @@
+"""Calling teachers and students of any family (transformers, timm, plain PyTorch) on a batch dict."""
+
+from typing import Any
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from torch import Tensor, nn
+from transformers import PreTrainedModel
+
+# Batch keys a plain `nn.Module` (e.g. a timm model) may take as its single positional input, in order of preference.
+PLAIN_MODULE_INPUT_KEYS = ("pixel_values", "input_ids", "input_values", "inputs")
+# Batch keys that are targets, never model inputs.
+TARGET_KEYS = ("labels", "label", "label_ids", "teacher_logits")
+
+
+def is_transformers_model(model: nn.Module) -> bool:
+    """True for a transformers `PreTrainedModel`, also when wrapped by DDP, DeepSpeed or `torch.compile`."""
+    return isinstance(extract_model_from_parallel(model), PreTrainedModel)
+
+
+def logits_from_output(output: Any) -> Tensor:
+    """The logits of a model output: a tensor itself, `output.logits`, `output["logits"]`, or its first element."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, dict):
+        if "logits" not in output:
+            raise ValueError(f"The model output has no 'logits', only {list(output.keys())}.")
+        return output["logits"]
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise ValueError(f"Cannot find logits in a model output of type {type(output).__name__}.")
+
+
+def forward_model(
+    model: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False
+) -> tuple[Tensor, Any]:
+    """Run `model` on a batch dict and return `(logits, raw_output)`.
+
+    A transformers model gets the batch as keyword arguments (targets removed); any other module, such as a timm
+    model, gets the first of :data:`PLAIN_MODULE_INPUT_KEYS` found in the batch as its single positional input.
+    """
+    if is_transformers_model(model):
+        kwargs = {key: value for key, value in inputs.items() if key not in TARGET_KEYS}
+        if output_hidden_states:
+            kwargs["output_hidden_states"] = True
+        output = model(**kwargs)
+    else:
+        if output_hidden_states:
+            raise ValueError(
+                f"{type(extract_model_from_parallel(model)).__name__} is not a transformers model and cannot return "
+                "hidden_states; loss terms on hidden states need transformers models."
+            )
+        key = next((key for key in PLAIN_MODULE_INPUT_KEYS if key in inputs), None)
+        if key is None:
+            raise ValueError(
+                f"The batch has none of the input keys {list(PLAIN_MODULE_INPUT_KEYS)} that a plain nn.Module "
+                f"(such as a timm model) is called with; it has {sorted(inputs)}."
+            )
+        output = model(inputs[key])
+    return logits_from_output(output), output
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of `model` (shared tensors counted once)."""
+    return sum(parameter.numel() for parameter in {id(p): p for p in model.parameters()}.values())
+
+
+@torch.no_grad()
+def teacher_forward(
+    teacher: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False
+) -> tuple[Tensor, Any]:
+    """`forward_model` for a frozen teacher: no autograd graph is built."""
+    return forward_model(teacher, inputs, output_hidden_states)
