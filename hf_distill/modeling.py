@@ -6,6 +6,7 @@ import torch
 from accelerate.utils import extract_model_from_parallel
 from torch import Tensor, nn
 from transformers import PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # Batch keys a plain `nn.Module` (e.g. a timm model) may take as its single positional input, in order of preference.
 PLAIN_MODULE_INPUT_KEYS = ("pixel_values", "input_ids", "input_values", "inputs")
@@ -16,6 +17,14 @@ TARGET_KEYS = ("labels", "label", "label_ids", "teacher_logits")
 def is_transformers_model(model: nn.Module) -> bool:
     """True for a transformers `PreTrainedModel`, also when wrapped by DDP, DeepSpeed or `torch.compile`."""
     return isinstance(extract_model_from_parallel(model), PreTrainedModel)
+
+
+def is_causal_lm(model: nn.Module) -> bool:
+    """True for a decoder-only transformers LM, whose logits at position i predict the token at i + 1."""
+    model = extract_model_from_parallel(model)
+    if not isinstance(model, PreTrainedModel) or getattr(model.config, "is_encoder_decoder", False):
+        return False
+    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
 
 def logits_from_output(output: Any) -> Tensor:

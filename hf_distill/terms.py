@@ -55,8 +55,9 @@ class TermLoss:
 class LossTerm(Protocol):
     """A named, weighted term of the training loss. It is logged as `f"{name}_loss"`.
 
-    Optional attributes the trainer honours: `needs_teacher` (default `True`: skipped, and its weight must be zero,
-    when there is no teacher) and `needs_hidden_states` (default `False`: asks both models for `hidden_states`).
+    Optional attributes the trainer honours: `needs_teacher` (default `True`) and `needs_labels` (default `False`):
+    without them the term is skipped if its weight is zero, an error otherwise; `needs_hidden_states` (default
+    `False`) asks both models for `hidden_states`.
     """
 
     name: str
@@ -95,6 +96,7 @@ class HardLabelTerm:
     weight: float
     name: str = "hard"
     needs_teacher: bool = field(default=False, init=False)
+    needs_labels: bool = field(default=True, init=False)
 
     def __call__(self, batch: DistillationBatch) -> TermLoss:
         if batch.labels is None:

@@ -9,7 +9,7 @@ from transformers import Trainer
 
 from .config import DistillationTrainingArguments
 from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss
-from .modeling import PLAIN_MODULE_INPUT_KEYS, forward_model, is_transformers_model, teacher_forward
+from .modeling import PLAIN_MODULE_INPUT_KEYS, forward_model, is_causal_lm, is_transformers_model, teacher_forward
 from .teacher import load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
 
@@ -70,6 +70,9 @@ class DistillationTrainer(Trainer):
         # compute_loss normalises by `num_items_in_batch` itself, so the Trainer must count it and not rescale the loss
         # for gradient accumulation a second time.
         self.model_accepts_loss_kwargs = True
+        # The Trainer misses causal LMs whose class name has no loss type (GPT2LMHeadModel); its count of
+        # `num_items_in_batch` must use the same shift as the loss.
+        self._loss_shifts_labels = self._loss_shifts_labels or is_causal_lm(self.model)
         if not self.label_names:
             self.label_names = ["labels"]
         self._term_losses: dict[str, dict[str, list[Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
@@ -146,7 +149,7 @@ class DistillationTrainer(Trainer):
         accumulation_steps = getattr(self, "current_gradient_accumulation_steps", 1) if training else 1
         total = torch.zeros((), device=batch.student_logits.device)
         for term in self.loss_terms:
-            if batch.teacher_logits is None and getattr(term, "needs_teacher", True):
+            if not self._can_compute(term, batch):
                 continue
             result = term(batch)
             masked_sum = reduce_loss(result.per_position, result.mask, "sum")
@@ -163,6 +166,18 @@ class DistillationTrainer(Trainer):
                 value = mean / (accumulation_steps * process_scale)
             total = total + term.weight * value
         return total * process_scale
+
+    @staticmethod
+    def _can_compute(term: LossTerm, batch: DistillationBatch) -> bool:
+        """Whether the batch has what `term` needs; a term with a non-zero weight that cannot be computed is an error."""
+        missing = []
+        if getattr(term, "needs_teacher", True) and batch.teacher_logits is None:
+            missing.append("teacher outputs (pass teacher_model, or a teacher_logits column)")
+        if getattr(term, "needs_labels", False) and batch.labels is None:
+            missing.append("`labels` (give labels, or set alpha=1.0)")
+        if missing and term.weight != 0:
+            raise ValueError(f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}.")
+        return not missing
 
     def _count_eval_predictions(self, batch: DistillationBatch) -> None:
         """Accumulate correct / agreeing top-1 counts over the labelled positions of an evaluation batch."""
