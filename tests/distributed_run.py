@@ -1,0 +1,88 @@
+"""A tiny distillation run that the distributed tests launch with `python` or `accelerate launch`.
+
+Writes `final.safetensors` (student weights), `log_history.json` and `process_<rank>.json` into `--output_dir`.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+from transformers import TrainerCallback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hf_distill import DistillationTrainer  # noqa: E402
+from tests.conftest import make_args, text_dataset, tiny_bert  # noqa: E402
+
+
+class RecordSteps(TrainerCallback):
+    """Records the optimizer steps this process runs, sleeping after each so that a test can kill the run."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.steps_run: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps_run.append(state.global_step)
+        time.sleep(self.seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=8)
+    parser.add_argument("--max_steps", type=int, default=6)
+    parser.add_argument("--save_steps", type=int, default=0)
+    parser.add_argument("--resume_from_checkpoint", default=None)
+    parser.add_argument("--seconds_per_step", type=float, default=0.0)
+    cli = parser.parse_args()
+
+    args = make_args(
+        cli.output_dir,
+        max_steps=cli.max_steps,
+        per_device_train_batch_size=cli.per_device_train_batch_size,
+        save_strategy="steps" if cli.save_steps else "no",
+        save_steps=cli.save_steps or 500,
+        learning_rate=5e-3,
+        optim="sgd",
+        alpha=0.6,
+    )
+    recorder = RecordSteps(cli.seconds_per_step)
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=1),
+        teacher_model=tiny_bert(seed=2, layers=3),
+        args=args,
+        train_dataset=text_dataset(n=64),
+        callbacks=[recorder],
+    )
+    trainer.train(resume_from_checkpoint=cli.resume_from_checkpoint)
+
+    # Every rank tries to save into its own folder: only the main process may write.
+    rank_dir = os.path.join(cli.output_dir, f"save_model_rank{trainer.args.process_index}")
+    trainer.save_model(rank_dir)
+    record = {
+        "process_index": trainer.args.process_index,
+        "world_size": trainer.args.world_size,
+        "teacher_device": str(next(trainer.teacher_model.parameters()).device),
+        "teacher_is_wrapped": type(trainer.teacher_model).__name__ != "BertForSequenceClassification",
+        "wrote_save_model": os.path.isdir(rank_dir),
+        "steps_run": recorder.steps_run,
+    }
+    with open(os.path.join(cli.output_dir, f"process_{trainer.args.process_index}.json"), "w") as f:
+        json.dump(record, f)
+    if trainer.is_world_process_zero():
+        state = {key: value.detach().contiguous() for key, value in trainer.model.state_dict().items()}
+        save_file(state, os.path.join(cli.output_dir, "final.safetensors"))
+        with open(os.path.join(cli.output_dir, "log_history.json"), "w") as f:
+            json.dump(trainer.state.log_history, f)
+    trainer.accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
