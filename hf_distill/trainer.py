@@ -1,14 +1,18 @@
 """`DistillationTrainer`: a `transformers.Trainer` whose loss learns from a frozen teacher."""
 
+import os
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import Trainer
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from .config import DistillationTrainingArguments
+from .hub import is_timm_model, save_timm_model
 from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss
+from .model_card import create_model_card
 from .modeling import PLAIN_MODULE_INPUT_KEYS, forward_model, is_causal_lm, is_transformers_model, teacher_forward
 from .teacher import load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
@@ -227,6 +231,22 @@ class DistillationTrainer(Trainer):
         for key, value in metrics.items():
             output.metrics.setdefault(key, value)  # a user's compute_metrics keeps its own values
         return output
+
+    # ---- Saving and the Hub ----
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the student (never the teacher): timm students in timm's own Hub format, others as the Trainer does."""
+        if not is_timm_model(self.model):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if self.args.should_save:
+            save_timm_model(self.model, output_dir, state_dict=state_dict)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def create_model_card(self, **kwargs: Any) -> None:
+        """Write the student's model card (`README.md`): teacher, data, distillation settings and results."""
+        if self.is_world_process_zero():
+            create_model_card(self, self.args.output_dir, **kwargs)
 
     # ---- Data ----
 
