@@ -33,7 +33,8 @@ class DistillationTrainingArguments(TrainingArguments):
             squared error between tempered logits).
         jsd_beta (`float`, *optional*, defaults to `0.5`):
             Interpolation weight beta in (0, 1) of the generalized Jensen-Shannon divergence (GKD, Agarwal et al.,
-            2024): the mixture is `beta * p_teacher + (1 - beta) * p_student`. Only used with `distillation_loss="jsd"`.
+            2024): the mixture is `beta * p_teacher + (1 - beta) * p_student`. Only used with
+            `distillation_loss="jsd"`.
         soft_weight (`float`, *optional*):
             Explicit weight of the soft loss, overriding `alpha` (DistilBERT's triple loss uses 5.0). Must be >= 0 and
             given together with `hard_weight`.
@@ -72,7 +73,9 @@ class DistillationTrainingArguments(TrainingArguments):
     )
     hard_weight: float | None = field(
         default=None,
-        metadata={"help": "Explicit weight (>= 0) of the hard label loss, overriding 1 - alpha; give soft_weight too."},
+        metadata={
+            "help": "Explicit weight (>= 0) of the hard label loss, overriding 1 - alpha; give soft_weight too."
+        },
     )
     teacher_dtype: str | None = field(
         default=None,
@@ -102,7 +105,9 @@ class DistillationTrainingArguments(TrainingArguments):
             if value is not None and value < 0.0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
         if self.teacher_dtype is not None and self.teacher_dtype not in TEACHER_DTYPES:
-            raise ValueError(f"teacher_dtype must be one of {list(TEACHER_DTYPES)} or None, got {self.teacher_dtype!r}.")
+            raise ValueError(
+                f"teacher_dtype must be one of {list(TEACHER_DTYPES)} or None, got {self.teacher_dtype!r}."
+            )
 
     @property
     def loss_weights(self) -> tuple[float, float]:

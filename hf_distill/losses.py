@@ -11,8 +11,9 @@ References:
 """
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

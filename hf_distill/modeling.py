@@ -43,9 +43,7 @@ def logits_from_output(output: Any) -> Tensor:
     raise ValueError(f"Cannot find logits in a model output of type {type(output).__name__}.")
 
 
-def forward_model(
-    model: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False
-) -> tuple[Tensor, Any]:
+def forward_model(model: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False) -> tuple[Tensor, Any]:
     """Run `model` on a batch dict and return `(logits, raw_output)`.
 
     A transformers model gets the batch as keyword arguments (targets removed); any other module, such as a timm

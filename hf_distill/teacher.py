@@ -125,7 +125,9 @@ def prepare_teacher(teacher: nn.Module, accelerator: Accelerator, dtype: str | N
         try:
             return _prepare_deepspeed(teacher, accelerator)
         except ImportError as error:
-            raise ImportError("The run uses DeepSpeed, but `deepspeed` is not installed: pip install deepspeed") from error
+            raise ImportError(
+                "The run uses DeepSpeed, but `deepspeed` is not installed: pip install deepspeed"
+            ) from error
     if distributed_type == DistributedType.FSDP:
         return _prepare_fsdp(teacher, accelerator)
     return freeze(accelerator.prepare_model(teacher, evaluation_mode=True))

@@ -137,9 +137,13 @@ class DistillationTrainer(Trainer):
             mask = labels != IGNORE_INDEX
         else:
             mask = attention_mask.bool() if attention_mask is not None else None
-        return DistillationBatch(inputs, student_logits, teacher_logits, labels, mask, student_outputs, teacher_outputs)
+        return DistillationBatch(
+            inputs, student_logits, teacher_logits, labels, mask, student_outputs, teacher_outputs
+        )
 
-    def _weighted_sum(self, batch: DistillationBatch, num_items_in_batch: Tensor | int | None, training: bool) -> Tensor:
+    def _weighted_sum(
+        self, batch: DistillationBatch, num_items_in_batch: Tensor | int | None, training: bool
+    ) -> Tensor:
         """Sum the weighted terms, normalised so that gradient accumulation and several processes are exact.
 
         Terms over labelled positions are divided by `num_items_in_batch` (all labelled positions of the accumulated
@@ -173,14 +177,16 @@ class DistillationTrainer(Trainer):
 
     @staticmethod
     def _can_compute(term: LossTerm, batch: DistillationBatch) -> bool:
-        """Whether the batch has what `term` needs; a term with a non-zero weight that cannot be computed is an error."""
+        """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight."""
         missing = []
         if getattr(term, "needs_teacher", True) and batch.teacher_logits is None:
             missing.append("teacher outputs (pass teacher_model, or a teacher_logits column)")
         if getattr(term, "needs_labels", False) and batch.labels is None:
             missing.append("`labels` (give labels, or set alpha=1.0)")
         if missing and term.weight != 0:
-            raise ValueError(f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}.")
+            raise ValueError(
+                f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}."
+            )
         return not missing
 
     def _count_eval_predictions(self, batch: DistillationBatch) -> None:
@@ -192,7 +198,10 @@ class DistillationTrainer(Trainer):
         counts = [(student_predictions == batch.labels)[mask].sum(), mask.sum()]
         if batch.teacher_logits is not None:
             teacher_predictions = batch.teacher_logits.argmax(-1)
-            counts += [(teacher_predictions == batch.labels)[mask].sum(), (teacher_predictions == student_predictions)[mask].sum()]
+            counts += [
+                (teacher_predictions == batch.labels)[mask].sum(),
+                (teacher_predictions == student_predictions)[mask].sum(),
+            ]
         counts = torch.stack(counts).double()
         self._eval_counts = counts if self._eval_counts is None else self._eval_counts + counts
 
@@ -213,7 +222,9 @@ class DistillationTrainer(Trainer):
             logs.update(self._mean_term_losses("train"))
         super().log(logs, start_time)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         """The Trainer's loop, plus the mean of each loss term, accuracy and teacher agreement in the metrics."""
         self._term_losses["eval"].clear()
         self._eval_counts = None

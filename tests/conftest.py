@@ -36,7 +36,13 @@ def tiny_bert(num_labels: int = NUM_LABELS, seed: int = 0, layers: int = 2) -> B
 def tiny_gpt2(vocab_size: int = VOCAB_SIZE, seed: int = 0, layers: int = 2) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=vocab_size, n_positions=32, n_embd=16, n_layer=layers, n_head=2, resid_pdrop=0, embd_pdrop=0,
+        vocab_size=vocab_size,
+        n_positions=32,
+        n_embd=16,
+        n_layer=layers,
+        n_head=2,
+        resid_pdrop=0,
+        embd_pdrop=0,
         attn_pdrop=0,
     )
     return GPT2LMHeadModel(config)

@@ -49,8 +49,20 @@ def test_loss_weights():
 def test_hf_argument_parser_reads_the_distillation_fields(tmp_path):
     parser = HfArgumentParser(DistillationTrainingArguments)
     (args,) = parser.parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--alpha", "0.9", "--temperature", "3", "--distillation_loss", "jsd",
-         "--jsd_beta", "0.2", "--num_train_epochs", "2"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--alpha",
+            "0.9",
+            "--temperature",
+            "3",
+            "--distillation_loss",
+            "jsd",
+            "--jsd_beta",
+            "0.2",
+            "--num_train_epochs",
+            "2",
+        ]
     )
     assert (args.alpha, args.temperature, args.distillation_loss, args.jsd_beta) == (0.9, 3.0, "jsd", 0.2)
     assert args.num_train_epochs == 2

@@ -15,8 +15,20 @@ SCRIPT = Path(__file__).with_name("distributed_run.py")
 ROOT = SCRIPT.parent.parent
 # Two processes that each use one thread: gloo on CPU, as `accelerate launch` runs it on a machine without GPUs.
 LAUNCH_TWO = [
-    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+    "--main_process_port",
+    "0",
 ]
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 # Float32 sums reduced in a different order across processes: differences stay at rounding level.
@@ -26,7 +38,11 @@ TOLERANCE = 1e-6
 def _run(command, output_dir, timeout=300, **options):
     result = subprocess.run(
         [*command, str(SCRIPT), "--output_dir", str(output_dir), *options_to_argv(options)],
-        env=ENV, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for fatal in ("Abort", "Segmentation fault", "core dumped", "Traceback"):
@@ -79,10 +95,18 @@ def test_two_processes_match_one_process_over_the_same_global_batch(single_proce
 
 
 def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(single_process_run, tmp_path):
-    command = [*LAUNCH_TWO, str(SCRIPT), "--output_dir", str(tmp_path),
-               *options_to_argv({"per_device_train_batch_size": 4, "max_steps": 12, "save_steps": 4, "seconds_per_step": 0.5})]
-    process = subprocess.Popen(command, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    command = [
+        *LAUNCH_TWO,
+        str(SCRIPT),
+        "--output_dir",
+        str(tmp_path),
+        *options_to_argv(
+            {"per_device_train_batch_size": 4, "max_steps": 12, "save_steps": 4, "seconds_per_step": 0.5}
+        ),
+    ]
+    process = subprocess.Popen(
+        command, env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     checkpoint = tmp_path / "checkpoint-4"
     deadline = time.time() + 240
     while not (checkpoint / "trainer_state.json").exists():
@@ -107,4 +131,3 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(single_proces
     assert _max_difference(_weights(single_process_run), _weights(tmp_path)) < TOLERANCE
     for step, loss in losses.items():
         assert loss == pytest.approx(_losses(single_process_run)[step], abs=TOLERANCE)
-

@@ -123,12 +123,16 @@ def test_distillation_loss_matches_the_formula():
     kl = (p_t * (p_t.log() - p_s.log())).sum(-1).mean()
     ce = -torch.log_softmax(student.double(), -1)[torch.arange(16), labels].mean()
     expected = alpha * T**2 * kl + (1 - alpha) * ce
-    torch.testing.assert_close(distillation_loss(student, teacher, labels, alpha, T).double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        distillation_loss(student, teacher, labels, alpha, T).double(), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_alpha_extremes():
     student, teacher, labels = _logits(8, 4, seed=1), _logits(8, 4, seed=2), torch.randint(0, 4, (8,))
-    torch.testing.assert_close(distillation_loss(student, teacher, labels, alpha=0.0), F.cross_entropy(student, labels))
+    torch.testing.assert_close(
+        distillation_loss(student, teacher, labels, alpha=0.0), F.cross_entropy(student, labels)
+    )
     torch.testing.assert_close(
         distillation_loss(student, teacher, None, alpha=1.0, temperature=2.0), soft_target_loss(student, teacher, 2.0)
     )

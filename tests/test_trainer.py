@@ -1,17 +1,16 @@
 """DistillationTrainer on tiny models built in code: the loss, the teacher, accumulation, checkpoints, logs."""
 
-import copy
+import math
 import os
 
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from hf_distill import DistillationTrainer, HiddenStateCosineTerm
 from tests.conftest import (
-    NUM_LABELS,
     TinyCNN,
     image_dataset,
     lm_dataset,
@@ -49,8 +48,13 @@ def test_compute_loss_matches_the_formula_for_a_transformers_classifier(args_fac
     student.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(student, batch)
-        expected = _hinton(student(input_ids=batch["input_ids"]).logits, teacher(input_ids=batch["input_ids"]).logits,
-                           batch["labels"], 0.7, 4.0)
+        expected = _hinton(
+            student(input_ids=batch["input_ids"]).logits,
+            teacher(input_ids=batch["input_ids"]).logits,
+            batch["labels"],
+            0.7,
+            4.0,
+        )
     torch.testing.assert_close(loss, expected)
 
 
@@ -88,7 +92,13 @@ def test_alpha_zero_reproduces_the_plain_trainer(args_factory, tmp_path):
     dataset = text_dataset(n=24)
     student_a, student_b, teacher = tiny_bert(seed=1), tiny_bert(seed=1), tiny_bert(seed=2)
     distill_args = args_factory(alpha=0.0, max_steps=3, learning_rate=1e-2)
-    plain_args = TrainingArguments(**{k: v for k, v in distill_args.to_dict().items() if k in TrainingArguments.__dataclass_fields__ and TrainingArguments.__dataclass_fields__[k].init})
+    plain_args = TrainingArguments(
+        **{
+            k: v
+            for k, v in distill_args.to_dict().items()
+            if k in TrainingArguments.__dataclass_fields__ and TrainingArguments.__dataclass_fields__[k].init
+        }
+    )
     plain_args.output_dir = str(tmp_path / "plain")
     DistillationTrainer(model=student_a, teacher_model=teacher, args=distill_args, train_dataset=dataset).train()
     plain = Trainer(model=student_b, args=plain_args, train_dataset=dataset)
@@ -100,7 +110,9 @@ def test_alpha_one_trains_without_labels(args_factory):
     dataset = text_dataset().remove_columns("labels")
     student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
     before = _state(student)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(alpha=1.0), train_dataset=dataset)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args_factory(alpha=1.0), train_dataset=dataset
+    )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert logs and all("soft_loss" in entry and "hard_loss" not in entry for entry in logs)
@@ -109,8 +121,9 @@ def test_alpha_one_trains_without_labels(args_factory):
 
 def test_hard_loss_needs_labels(args_factory):
     dataset = text_dataset().remove_columns("labels")
-    trainer = DistillationTrainer(model=tiny_bert(), teacher_model=tiny_bert(seed=2), args=args_factory(alpha=0.5),
-                                  train_dataset=dataset)
+    trainer = DistillationTrainer(
+        model=tiny_bert(), teacher_model=tiny_bert(seed=2), args=args_factory(alpha=0.5), train_dataset=dataset
+    )
     with pytest.raises(ValueError, match="hard loss has weight 0.5.*no `labels`"):
         trainer.train()
 
@@ -124,8 +137,13 @@ def test_gradient_accumulation_matches_the_larger_batch(args_factory, kind):
     states = []
     for batch_size, accumulation in ((16, 1), (4, 4)):
         student, teacher = make()
-        args = args_factory(max_steps=2, per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
-                            learning_rate=1e-2, optim="sgd")
+        args = args_factory(
+            max_steps=2,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            learning_rate=1e-2,
+            optim="sgd",
+        )
         DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=dataset).train()
         states.append(_state(student))
     _assert_same_weights(*states, atol=1e-5)
@@ -135,7 +153,9 @@ def test_teacher_is_frozen_in_eval_mode_and_unchanged(args_factory):
     student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
     teacher.train()
     before = _state(teacher)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(), train_dataset=text_dataset())
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args_factory(), train_dataset=text_dataset()
+    )
     trainer.train()
     assert not trainer.teacher_model.training
     assert all(not p.requires_grad and p.grad is None for p in trainer.teacher_model.parameters())
@@ -148,19 +168,28 @@ def test_teacher_runs_without_autograd(args_factory):
     calls = []
     teacher = tiny_bert(seed=2)
     teacher.register_forward_hook(lambda module, args, output: calls.append(torch.is_grad_enabled()))
-    trainer = DistillationTrainer(model=tiny_bert(seed=1), teacher_model=teacher, args=args_factory(max_steps=1),
-                                  train_dataset=text_dataset())
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=1), teacher_model=teacher, args=args_factory(max_steps=1), train_dataset=text_dataset()
+    )
     trainer.train()
     assert calls == [False]
 
 
 def test_mismatched_label_spaces_raise_naming_both_shapes(args_factory):
-    trainer = DistillationTrainer(model=tiny_bert(num_labels=3), teacher_model=tiny_bert(num_labels=4),
-                                  args=args_factory(), train_dataset=text_dataset())
+    trainer = DistillationTrainer(
+        model=tiny_bert(num_labels=3),
+        teacher_model=tiny_bert(num_labels=4),
+        args=args_factory(),
+        train_dataset=text_dataset(),
+    )
     with pytest.raises(ValueError, match=r"\(8, 4\).*\(8, 3\)"):
         trainer.train()
-    trainer = DistillationTrainer(model=tiny_gpt2(vocab_size=40), teacher_model=tiny_gpt2(vocab_size=50),
-                                  args=args_factory(), train_dataset=lm_dataset())
+    trainer = DistillationTrainer(
+        model=tiny_gpt2(vocab_size=40),
+        teacher_model=tiny_gpt2(vocab_size=50),
+        args=args_factory(),
+        train_dataset=lm_dataset(),
+    )
     with pytest.raises(ValueError, match="vocab"):
         trainer.train()
 
@@ -203,8 +232,12 @@ def test_cached_teacher_logits_give_the_live_teachers_loss(args_factory):
 
 
 def test_logs_show_each_term_next_to_the_total(args_factory):
-    trainer = DistillationTrainer(model=tiny_bert(seed=1), teacher_model=tiny_bert(seed=2),
-                                  args=args_factory(alpha=0.7), train_dataset=text_dataset())
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=1),
+        teacher_model=tiny_bert(seed=2),
+        args=args_factory(alpha=0.7),
+        train_dataset=text_dataset(),
+    )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 3
@@ -215,8 +248,9 @@ def test_logs_show_each_term_next_to_the_total(args_factory):
 def test_evaluation_reports_loss_accuracy_and_agreement(args_factory):
     student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
     dataset = text_dataset(n=20)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(alpha=0.7),
-                                  eval_dataset=dataset)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args_factory(alpha=0.7), eval_dataset=dataset
+    )
     metrics = trainer.evaluate()
     batch = _batch(dataset, n=20)
     student.eval()
@@ -234,8 +268,13 @@ def test_evaluation_reports_loss_accuracy_and_agreement(args_factory):
 def test_user_compute_metrics_sees_student_logits(args_factory):
     from hf_distill import classification_metrics
 
-    trainer = DistillationTrainer(model=tiny_bert(seed=1), teacher_model=tiny_bert(seed=2), args=args_factory(),
-                                  eval_dataset=text_dataset(), compute_metrics=classification_metrics())
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=1),
+        teacher_model=tiny_bert(seed=2),
+        args=args_factory(),
+        eval_dataset=text_dataset(),
+        compute_metrics=classification_metrics(),
+    )
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
 
@@ -260,7 +299,9 @@ def test_checkpoints_and_save_model_hold_the_student_only(args_factory, tmp_path
     trainer.train()
     trainer.save_model(str(tmp_path / "cnn"))
     weights = load_file(str(tmp_path / "cnn" / "model.safetensors"))
-    assert {key: value.shape for key, value in weights.items()} == {k: v.shape for k, v in student.state_dict().items()}
+    assert {key: value.shape for key, value in weights.items()} == {
+        k: v.shape for k, v in student.state_dict().items()
+    }
 
 
 @pytest.mark.parametrize("family", ["transformers", "timm-style"])
@@ -287,8 +328,9 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(args_factory, family)
 def test_extra_loss_terms_are_added_and_logged(args_factory):
     student, teacher = tiny_bert(seed=1), tiny_bert(seed=2)
     term = HiddenStateCosineTerm(weight=2.0)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(alpha=0.5),
-                                  extra_loss_terms=[term])
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args_factory(alpha=0.5), extra_loss_terms=[term]
+    )
     batch = _batch(text_dataset())
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     batch["attention_mask"][:, 6:] = 0
@@ -300,16 +342,49 @@ def test_extra_loss_terms_are_added_and_logged(args_factory):
         mask = batch["attention_mask"].bool()
         cosine = (1 - F.cosine_similarity(s.hidden_states[-1], t.hidden_states[-1], dim=-1))[mask].mean()
     torch.testing.assert_close(loss, _hinton(s.logits, t.logits, batch["labels"], 0.5, 4.0) + 2.0 * cosine)
-    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(), extra_loss_terms=[term],
-                                  train_dataset=text_dataset(), data_collator=None)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args_factory(),
+        extra_loss_terms=[term],
+        train_dataset=text_dataset(),
+        data_collator=None,
+    )
     trainer.train()
     assert "cosine_loss" in trainer.state.log_history[0]
 
 
-def test_teacher_dtype_casts_the_teacher(args_factory):
-    teacher = tiny_bert(seed=2)
-    trainer = DistillationTrainer(model=tiny_bert(seed=1), teacher_model=teacher, args=args_factory(teacher_dtype="bfloat16"),
-                                  train_dataset=text_dataset())
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_teacher_dtype_runs_the_teacher_in_lower_precision(args_factory, mixed_precision):
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=1),
+        teacher_model=tiny_bert(seed=2),
+        train_dataset=text_dataset(),
+        args=args_factory(teacher_dtype="bfloat16", bf16=mixed_precision),
+    )
     assert next(trainer.teacher_model.parameters()).dtype == torch.bfloat16
     trainer.train()
     assert next(trainer.model.parameters()).dtype == torch.float32
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_deepspeed_without_the_library_is_a_clear_error(monkeypatch):
+    import builtins
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hf_distill.teacher import prepare_teacher
+
+    real_import = builtins.__import__
+
+    def no_deepspeed(name, *args, **kwargs):
+        if name == "deepspeed":
+            raise ImportError("No module named 'deepspeed'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_deepspeed)
+    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    with pytest.raises(ImportError, match="pip install deepspeed"):
+        prepare_teacher(tiny_bert(), accelerator)

@@ -1,7 +1,7 @@
 """Metrics through `evaluate`, with the modules we need shipped in the package so that they load offline."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import evaluate
 import numpy as np
