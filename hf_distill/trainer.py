@@ -243,6 +243,22 @@ class DistillationTrainer(Trainer):
             output.metrics.setdefault(key, value)  # a user's compute_metrics keeps its own values
         return output
 
+    def prediction_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor | Any],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        has_labels = all(inputs.get(name) is not None for name in self.label_names)
+        if has_labels or is_transformers_model(model):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        # Unlabelled batch for a plain module (timm): the Trainer would call model(**inputs), which it cannot take.
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits, _ = forward_model(model, inputs)
+        return None, (None if prediction_loss_only else logits.detach()), None
+
     # ---- Saving and the Hub ----
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:

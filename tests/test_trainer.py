@@ -279,6 +279,18 @@ def test_user_compute_metrics_sees_student_logits(args_factory):
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
 
 
+def test_predict_on_unlabelled_images_with_a_timm_style_student(args_factory):
+    student = TinyCNN(seed=1)
+    trainer = DistillationTrainer(model=student, teacher_model=TinyCNN(seed=2), args=args_factory())
+    dataset = image_dataset(n=10)
+    output = trainer.predict(dataset.remove_columns("labels"))
+    with torch.no_grad():
+        expected = student(dataset[:]["pixel_values"])
+    torch.testing.assert_close(torch.as_tensor(output.predictions), expected)
+    labelled = trainer.predict(dataset)
+    assert "test_loss" in labelled.metrics and "test_teacher_agreement" in labelled.metrics
+
+
 def _timm_trainer(args, student, teacher):
     return DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=image_dataset(n=32))
 
