@@ -21,7 +21,9 @@ EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-distill", description="Publish distilled students to the Hugging Face Hub.")
+    parser = argparse.ArgumentParser(
+        prog="hf-distill", description="Publish distilled students to the Hugging Face Hub."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     push = commands.add_parser("push", help="Push a distilled output folder (the student and its card) to the Hub.")
@@ -61,13 +63,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from .hub import push_output_dir, select_upload_files
+    from .hub import README_NAME, push_output_dir, select_upload_files
 
     if args.dry_run:
         if not Path(args.output_dir).is_dir():
             raise ValueError(f"Output folder {args.output_dir!r} does not exist.")
-        for name in select_upload_files(args.output_dir, args.include_training_args, args.include_checkpoints):
+        files = select_upload_files(args.output_dir, args.include_training_args, args.include_checkpoints)
+        for name in files:
             print(name)
+        if args.refresh_card or README_NAME not in files:
+            print(f"{README_NAME} (generated from report.json and config.json)")
         return 0
     commit = push_output_dir(
         args.output_dir,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,7 +139,9 @@ def select_upload_files(
             continue
         if "teacher" in name.lower() and name.lower().endswith(WEIGHT_SUFFIXES):
             continue
-        in_checkpoint = any(fnmatch.fnmatch(folder, pattern) for folder in folders for pattern in CHECKPOINT_DIR_PATTERNS)
+        in_checkpoint = any(
+            fnmatch.fnmatch(folder, pattern) for folder in folders for pattern in CHECKPOINT_DIR_PATTERNS
+        )
         if in_checkpoint and not include_checkpoints:
             continue
         if not in_checkpoint and any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_STATE_PATTERNS):
@@ -207,26 +211,38 @@ def push_output_dir(
         operations.append(CommitOperationAdd(path_in_repo=README_NAME, path_or_fileobj=str(model_card).encode()))
 
     api = HfApi(endpoint=endpoint, token=token, library_name="hf_distill")
-    try:
+    with hub_errors(repo_id, api.endpoint, folder):
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
         if revision is not None and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         return api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, endpoint: str, output_dir: str | os.PathLike) -> Iterator[None]:
+    """Turn an HTTP error of the Hub or a network failure raised inside the block into a `HubPushError`.
+
+    The error is found on the exception or its `__cause__` chain (huggingface_hub wraps some, e.g. failed LFS
+    uploads, in a `RuntimeError`). A `ValueError` (such as the Hub rejecting the card's metadata) and any other
+    exception propagate unchanged. Wrap `Trainer.push_to_hub` with it to get the same messages as `push_output_dir`.
+    """
+    try:
+        yield
     except Exception as error:
-        cause = _hub_cause(error)
+        cause = None if isinstance(error, ValueError) else _hub_cause(error)
         if cause is None:
             raise
-        raise HubPushError(describe_hub_error(cause, repo_id, api.endpoint, folder)) from error
+        raise HubPushError(describe_hub_error(cause, repo_id, endpoint, output_dir)) from error
 
 
 def _hub_cause(error: BaseException) -> BaseException | None:
-    """The HTTP status error or network error behind `error` (following `__cause__` / `__context__`), if any."""
+    """The HTTP status error or network error that is `error` or its explicit cause (`raise ... from`), if any."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if _status_code(error) is not None or _is_transport_error(error):
             return error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__
     return None
 
 

@@ -101,8 +101,9 @@ def build_model_card(info: DistillationCardInfo) -> ModelCard:
     """The model card (YAML metadata + Markdown) of a distilled student; pure, no file or network access."""
     distilled = info.results.get("student_distilled", ModelResult())
     eval_results = None
-    if distilled.accuracy is not None and info.task is not None:
-        dataset_name = info.dataset or (info.datasets[0] if info.datasets else "unknown")
+    dataset_name = info.dataset or (info.datasets[0] if info.datasets else None)
+    if distilled.accuracy is not None and info.task is not None and dataset_name is not None:
+        # model-index entries need a task and a dataset; without them the result is only in the Markdown table.
         eval_results = [
             EvalResult(
                 task_type=info.task,
@@ -123,7 +124,7 @@ def build_model_card(info: DistillationCardInfo) -> ModelCard:
         metrics=["accuracy"] if any(r.accuracy is not None for r in info.results.values()) else None,
         pipeline_tag=info.task if info.task in PIPELINE_TASKS else None,
         tags=tags,
-        model_name=info.model_name,
+        model_name=info.model_name if eval_results else None,
         eval_results=eval_results,
     )
     body = "\n".join([_intro(info), _setup_section(info), _results_section(info), _usage_section(info)])
@@ -223,10 +224,11 @@ def _usage_section(info: DistillationCardInfo) -> str:
         )
     elif info.library_name == "transformers":
         auto_class = info.auto_class or "AutoModel"
-        processor = "AutoImageProcessor" if "Image" in auto_class else "AutoTokenizer"
+        image = "Image" in auto_class
+        processor, variable = ("AutoImageProcessor", "processor") if image else ("AutoTokenizer", "tokenizer")
         code = (
             f"from transformers import {processor}, {auto_class}\n\n"
-            f'processor = {processor}.from_pretrained("{repo}")\n'
+            f'{variable} = {processor}.from_pretrained("{repo}")\n'
             f'model = {auto_class}.from_pretrained("{repo}")\n'
         )
     else:
@@ -333,6 +335,7 @@ def card_info_from_trainer(trainer: Trainer, output_dir: str, **kwargs: Any) -> 
     }
     if teacher is None:
         info.results.pop("teacher")
+    info.dataset = _dataset_name(getattr(trainer, "train_dataset", None))
     _apply_kwargs(info, kwargs)
     _apply_report(info, _read_json(Path(output_dir) / REPORT_NAME))
     return info
@@ -374,6 +377,14 @@ def card_info_from_output_dir(output_dir: str | os.PathLike, repo_id: str | None
         info.training["optimizer_steps"] = state["global_step"]
     _apply_report(info, _read_json(folder / REPORT_NAME))
     return info
+
+
+def _dataset_name(dataset: Any) -> str | None:
+    """`name (config)` recorded by `datasets.load_dataset` in a dataset's info; `None` for in-memory data."""
+    info = getattr(dataset, "info", None)
+    name = getattr(info, "dataset_name", None)
+    config = getattr(info, "config_name", None)
+    return f"{name} ({config})" if name and config and config != "default" else name
 
 
 def _student_info(student: nn.Module, model_name: str, repo_id: str | None) -> DistillationCardInfo:
@@ -435,7 +446,9 @@ def _apply_report(info: DistillationCardInfo, report: dict[str, Any] | None) -> 
         return
     info.task = report.get("task") or info.task
     info.dataset = report.get("dataset") or info.dataset
-    dataset_id = report.get("dataset_id") or (report.get("dataset") if is_hub_model_id(report.get("dataset")) else None)
+    dataset_id = report.get("dataset_id") or (
+        report.get("dataset") if is_hub_model_id(report.get("dataset")) else None
+    )
     if dataset_id and dataset_id not in info.datasets:
         info.datasets = [dataset_id, *info.datasets]
     info.device = report.get("device") or info.device
@@ -469,7 +482,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _safetensors_parameters(path: Path) -> int | None:
-    """Number of trainable-looking values in a safetensors file, read from its header (BatchNorm statistics excluded)."""
+    """Number of values in a safetensors file, read from its header, BatchNorm statistics left out."""
     if not path.is_file():
         return None
     with open(path, "rb") as f:

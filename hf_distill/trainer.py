@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer
 from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.utils.hub import hf_api
 
 from .config import DistillationTrainingArguments
-from .hub import is_timm_model, save_timm_model
+from .hub import hub_errors, is_timm_model, save_timm_model
 from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss
 from .model_card import create_model_card
 from .modeling import PLAIN_MODULE_INPUT_KEYS, forward_model, is_causal_lm, is_transformers_model, teacher_forward
@@ -269,6 +270,13 @@ class DistillationTrainer(Trainer):
         if self.args.should_save:
             save_timm_model(self.model, output_dir, state_dict=state_dict)
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.push_to_hub` (the student and its card, never the teacher), with Hub errors made clear."""
+        output_name = os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = self.hub_model_id or self.args.hub_model_id or output_name
+        with hub_errors(repo_id, hf_api().endpoint, self.args.output_dir):
+            return super().push_to_hub(*args, **kwargs)
 
     def create_model_card(self, **kwargs: Any) -> None:
         """Write the student's model card (`README.md`): teacher, data, distillation settings and results."""
