@@ -171,7 +171,7 @@ def push_output_dir(
     Creates the repository if needed (`create_repo(exist_ok=True)`) and the branch `revision` if it is new, then
     commits the files chosen by `select_upload_files` plus a model card: `model_card` if given, else the folder's
     `README.md`, else (or with `refresh_card`) a card built from its `report.json` and `config.json` by
-    `hf_distill.model_card.card_from_output_dir`. The folder itself is only read, never written, so a failed push
+    `hf_distill.card_info.card_from_output_dir`. The folder itself is only read, never written, so a failed push
     leaves it exactly as it was.
 
     Args:
@@ -202,7 +202,7 @@ def push_output_dir(
     if not any(name in files for name in MODEL_FILES):
         raise ValueError(f"{str(folder)!r} holds none of {list(MODEL_FILES)}: is it a distilled output folder?")
     if model_card is None and (refresh_card or README_NAME not in files):
-        from .model_card import card_from_output_dir
+        from .card_info import card_from_output_dir
 
         model_card = card_from_output_dir(folder, repo_id=repo_id)
     operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
