@@ -15,11 +15,13 @@ from .losses import (
     soft_target_loss,
 )
 from .metrics import classification_metrics, load_metric
+from .student_init import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
 from .terms import DistillationBatch, HardLabelTerm, HiddenStateCosineTerm, LossTerm, SoftTargetTerm, TermLoss
 from .trainer import DistillationTrainer
 
 __all__ = [
     "DIVERGENCES",
+    "SUPPORTED_MODEL_TYPES",
     "DistillationBatch",
     "DistillationTrainer",
     "DistillationTrainingArguments",
@@ -32,6 +34,7 @@ __all__ = [
     "classification_metrics",
     "cosine_hidden_loss",
     "distillation_loss",
+    "every_other_layer",
     "forward_kl",
     "hard_label_loss",
     "jsd",
@@ -39,4 +42,5 @@ __all__ = [
     "logit_mse",
     "reverse_kl",
     "soft_target_loss",
+    "student_from_teacher",
 ]

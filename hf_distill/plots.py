@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -41,7 +42,9 @@ def _series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[
 
 
 def plot_learning_curves(histories: dict[str, list[list[dict[str, Any]]]], path: str) -> str:
-    """Training loss and eval accuracy vs epoch, one colour per model, one line per seed.
+    """Training cross-entropy on the labels and eval accuracy vs epoch, one colour per model, one line per seed.
+
+    The cross-entropy is the logged `hard_loss` (the full `loss` of a distilled run also holds the soft term).
 
     Args:
         histories: role → one `trainer.state.log_history` per seed.
@@ -51,9 +54,10 @@ def plot_learning_curves(histories: dict[str, list[list[dict[str, Any]]]], path:
         color = COLORS.get(role)
         for i, history in enumerate(runs):
             label = ROLE_TITLES.get(role, role) if i == 0 else None
-            ax_loss.plot(*_series(history, "loss"), color=color, alpha=0.8, label=label)
+            key = "hard_loss" if any("hard_loss" in h for h in history) else "loss"
+            ax_loss.plot(*_series(history, key), color=color, alpha=0.8, marker=".", label=label)
             ax_acc.plot(*_series(history, "eval_accuracy"), color=color, alpha=0.8, marker=".", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="training loss (each run's objective)", title="Training loss")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy on labels", title="Training loss (hard-label part)")
     ax_acc.set(xlabel="epoch", ylabel="eval accuracy", title="Eval accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -64,12 +68,17 @@ def plot_learning_curves(histories: dict[str, list[list[dict[str, Any]]]], path:
     return path
 
 
-def plot_confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequence[str], path: str) -> str:
-    """Row-normalised confusion matrices (true class → predicted class), one panel per model."""
+def plot_confusion_matrices(
+    matrices: dict[str, np.ndarray], class_names: Sequence[str], path: str, runs: dict[str, int] | None = None
+) -> str:
+    """Confusion matrices (true class → predicted class), one panel per model: counts, coloured by row rate.
+
+    `runs` gives the number of seeds summed in each matrix, shown in the panel title.
+    """
     fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 4))
     axes = np.atleast_1d(axes)
     n = len(class_names)
-    for ax, (role, matrix) in zip(axes, matrices.items()):
+    for ax, (role, matrix) in zip(axes, matrices.items(), strict=True):
         m = np.asarray(matrix, dtype=np.float64)
         rates = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
         ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
@@ -79,9 +88,19 @@ def plot_confusion_matrices(matrices: dict[str, np.ndarray], class_names: Sequen
             for i in range(n):
                 for j in range(n):
                     if m[i, j]:
-                        ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=6,
-                                color="white" if rates[i, j] > 0.5 else "black")
-        ax.set(xlabel="predicted", ylabel="true", title=ROLE_TITLES.get(role, role))
+                        ax.text(
+                            j,
+                            i,
+                            int(m[i, j]),
+                            ha="center",
+                            va="center",
+                            fontsize=6,
+                            color="white" if rates[i, j] > 0.5 else "black",
+                        )
+        title = ROLE_TITLES.get(role, role)
+        if runs and runs.get(role, 1) > 1:
+            title += f" ({runs[role]} seeds summed)"
+        ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -95,8 +114,13 @@ def plot_per_class_error(errors: dict[str, Sequence[float | None]], class_names:
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * n * k), 3.8))
     for i, (role, values) in enumerate(errors.items()):
         heights = [np.nan if v is None else 100 * v for v in values]
-        ax.bar(np.arange(n) + (i - (k - 1) / 2) * width, heights, width, color=COLORS.get(role),
-               label=ROLE_TITLES.get(role, role))
+        ax.bar(
+            np.arange(n) + (i - (k - 1) / 2) * width,
+            heights,
+            width,
+            color=COLORS.get(role),
+            label=ROLE_TITLES.get(role, role),
+        )
     ax.set_xticks(range(n), class_names, rotation=90 if n > 12 else 0)
     ax.set(xlabel="true class", ylabel="error (%)", title="Per-class error")
     ax.grid(axis="y", alpha=0.3)
@@ -130,7 +154,8 @@ def plot_temperature_effect(
     width = 0.8 / len(example_temperatures)
     for i, t in enumerate(example_temperatures):
         p = soft_labels(logits[example_index], t)
-        ax_bar.bar(np.arange(n_classes) + (i - (len(example_temperatures) - 1) / 2) * width, p, width, label=f"T={t:g}")
+        offset = (i - (len(example_temperatures) - 1) / 2) * width
+        ax_bar.bar(np.arange(n_classes) + offset, p, width, label=f"T={t:g}")
     ax_bar.set_xticks(range(n_classes), names, rotation=90 if n_classes > 12 else 0)
     ax_bar.set(xlabel="class", ylabel="probability", title=f"Teacher soft labels, eval example {example_index}")
     ax_bar.legend()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,8 @@ def models_table(report: dict[str, Any]) -> str:
 def per_class_table(report: dict[str, Any]) -> str:
     """Markdown table of per-class error (%) for each model."""
     roles = list(report["models"])
-    rows = ["| Class | " + " | ".join(ROLE_TITLES.get(r, r) for r in roles) + " |", "|---" + "|---:" * len(roles) + "|"]
+    header = "| Class | " + " | ".join(ROLE_TITLES.get(r, r) for r in roles) + " |"
+    rows = [header, "|---" + "|---:" * len(roles) + "|"]
     for i, name in enumerate(report["class_names"]):
         cells = [_pct(report["models"][r]["per_class_error"][i]) for r in roles]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -157,13 +159,20 @@ def per_class_table(report: dict[str, Any]) -> str:
 
 
 def ablation_table(ablation: list[dict[str, Any]]) -> str:
-    """Markdown table of ablation settings: scratch vs distilled mean accuracy (%) and the difference."""
-    rows = ["| Setting | Student from scratch (%) | Distilled student (%) | Distilled − scratch (points) |",
-            "|---|---:|---:|---:|"]
+    """Markdown table of ablation settings: teacher, scratch and distilled mean accuracy (%) and the difference.
+
+    Optional keys of an entry: `train_examples`, `teacher` (accuracy), `student_scratch_std`, `student_distilled_std`.
+    """
+    rows = [
+        "| Setting | Training examples | Teacher (%) | Student from scratch (%) | Distilled student (%) "
+        "| Distilled − scratch (points) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for item in ablation:
         scratch, distilled = item["student_scratch"], item["student_distilled"]
         rows.append(
-            f"| {item['setting']} | {_pct(scratch, item.get('student_scratch_std'))} "
+            f"| {item['setting']} | {item.get('train_examples', '–')} | {_pct(item.get('teacher'))} "
+            f"| {_pct(scratch, item.get('student_scratch_std'))} "
             f"| {_pct(distilled, item.get('student_distilled_std'))} | {100 * (distilled - scratch):+.2f} |"
         )
     return "\n".join(rows)
@@ -197,15 +206,28 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", note]
     lines += ["", "## Per-class error (%)", "", per_class_table(report)]
     if report.get("ablation"):
-        lines += ["", "## Ablation", "", "Mean accuracy over seeds for each setting (everything else as above).",
-                  "", ablation_table(report["ablation"])]
+        lines += [
+            "",
+            "## Ablation",
+            "",
+            "Mean accuracy over the same seeds for each setting, everything else as above. Settings of the "
+            "distillation loss only (alpha, temperature) reuse the students from scratch above; "
+            "max_train_samples retrains the teacher on that labelled subset too.",
+            "",
+            ablation_table(report["ablation"]),
+        ]
     if report.get("temperature_entropy"):
         te = report["temperature_entropy"]
-        lines += ["", "## Teacher soft labels vs temperature", "",
-                  f"Mean entropy (nats) of softmax(teacher logits / T) on the eval set; uniform = {te['max_entropy']:.3f}.",
-                  "", "| T | " + " | ".join(f"{t:g}" for t in te["temperatures"]) + " |",
-                  "|---" * (len(te["temperatures"]) + 1) + "|",
-                  "| entropy | " + " | ".join(f"{h:.3f}" for h in te["entropy"]) + " |"]
+        lines += [
+            "",
+            "## Teacher soft labels vs temperature",
+            "",
+            f"Mean entropy (nats) of softmax(teacher logits / T) on the eval set; uniform = {te['max_entropy']:.3f}.",
+            "",
+            "| T | " + " | ".join(f"{t:g}" for t in te["temperatures"]) + " |",
+            "|---" * (len(te["temperatures"]) + 1) + "|",
+            "| entropy | " + " | ".join(f"{h:.3f}" for h in te["entropy"]) + " |",
+        ]
     if report.get("plots"):
         lines += ["", "## Plots", ""] + [f"![{os.path.splitext(p)[0]}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
@@ -236,7 +258,8 @@ def format_summary(report: dict[str, Any], output_dir: str | None = None) -> str
             f"{_pct(e['accuracy'], e.get('accuracy_std')):>16}{_pct(e.get('agreement')):>9}{lat:>8}"
         )
     gain = models["student_distilled"]["accuracy"] - models["student_scratch"]["accuracy"]
-    lines += ["", f"distilled − scratch: {100 * gain:+.2f} points (mean over {len(models['student_scratch']['accuracies'])} seeds)"]
+    seeds = len(models["student_scratch"]["accuracies"])
+    lines += ["", f"distilled − scratch: {100 * gain:+.2f} points (mean over {seeds} seeds)"]
     for item in report.get("ablation") or []:
         diff = item["student_distilled"] - item["student_scratch"]
         lines.append(f"  ablation {item['setting']}: {100 * diff:+.2f} points")

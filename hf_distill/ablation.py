@@ -1,0 +1,64 @@
+"""Ablation settings of a comparison: `key=value[,key=value]` strings, their checks, and their summary entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# Keys that change the training data (the teacher is retrained), and keys that leave the student from scratch as is.
+DATA_KEYS = ("max_train_samples",)
+DISTILLATION_ONLY_KEYS = ("alpha", "temperature", "distillation_loss", "jsd_beta")
+
+
+def parse_setting(setting: str) -> dict[str, Any]:
+    """`"alpha=0.5,temperature=8"` → `{"alpha": 0.5, "temperature": 8}` (ints, floats, `true`/`false`, strings)."""
+    overrides: dict[str, Any] = {}
+    for part in filter(None, setting.split(",")):
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise ValueError(f"Ablation setting {setting!r}: expected key=value pairs separated by commas.")
+        value: Any = raw.strip()
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                pass
+        if value in ("true", "false"):
+            value = value == "true"
+        overrides[key.strip()] = value
+    return overrides
+
+
+def check_settings(settings: list[str], argument_names: set[str], can_subsample: bool) -> None:
+    """Raise a `ValueError` before any training for keys that are neither training arguments nor data keys."""
+    for setting in settings:
+        for key in parse_setting(setting):
+            if key not in argument_names and key not in DATA_KEYS:
+                raise ValueError(f"Ablation setting {setting!r}: unknown key {key!r}.")
+            if key in DATA_KEYS and not can_subsample:
+                raise ValueError(f"Ablation setting {setting!r} needs a recipe that can subsample the data.")
+
+
+def ablation_entry(
+    setting: str,
+    train_examples: int,
+    teacher_accuracy: float,
+    runs: dict[str, list[dict[str, Any]]],
+    scratch_reused: bool,
+) -> dict[str, Any]:
+    """The report's entry for one setting: mean, sample std (ddof=1) and per-seed accuracy of each student role.
+
+    Args:
+        runs: role (`student_scratch`, `student_distilled`) → one dict with an `accuracy` per seed.
+        scratch_reused: the students from scratch are the main comparison's (the setting only changes the loss).
+    """
+    entry: dict[str, Any] = {"setting": setting, "train_examples": train_examples, "teacher": teacher_accuracy}
+    for role, role_runs in runs.items():
+        accuracies = [run["accuracy"] for run in role_runs]
+        entry[role] = float(np.mean(accuracies))
+        entry[f"{role}_std"] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None
+        entry[f"{role}_accuracies"] = accuracies
+    entry["student_scratch_reused"] = scratch_reused
+    return entry

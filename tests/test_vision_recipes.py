@@ -1,0 +1,153 @@
+"""The vision recipes end to end on a few steps with tiny timm models (offline), and their bad-input errors."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_distill.timm_models import create_image_model, load_image_model, save_image_model
+from hf_distill.vision_recipe import config_to_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+# Digits, 40 training / 30 eval images, one epoch, two seeds: every stage of the pipeline, in seconds.
+TINY = {
+    "dataset": "digits",
+    "max_train_samples": 40,
+    "max_eval_samples": 30,
+    "teacher_model": "test_resnet",
+    "student_model": "test_resnet",
+    "cifar_stem": False,
+    "horizontal_flip": False,
+    "num_train_epochs": 1,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "learning_rate": 1e-2,
+    "eval_strategy": "epoch",
+    "logging_strategy": "epoch",
+    "save_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "dataloader_pin_memory": False,
+    "use_cpu": True,
+    "seeds": [0, 1],
+    "entropy_temperatures": [1, 4],
+    "benchmark_batch_size": 4,
+    "alpha": 0.9,
+    "temperature": 4.0,
+}
+MODEL_KEYS = {
+    "model_name",
+    "parameters",
+    "size_mb",
+    "accuracy",
+    "accuracy_std",
+    "accuracies",
+    "agreement",
+    "latency_ms",
+    "throughput_per_s",
+    "per_class_error",
+    "confusion_matrix",
+}
+PLOTS = ("learning_curves.png", "confusion_matrices.png", "per_class_error.png", "temperature_entropy.png")
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def argv(output_dir, **overrides):
+    return config_to_argv({**TINY, "output_dir": str(output_dir), **overrides})
+
+
+def check_report(output_dir, seeds=2):
+    report = json.loads((Path(output_dir) / "report.json").read_text())
+    assert report["task"] == "image-classification" and report["num_classes"] == 10
+    assert report["distillation"]["seeds"] == list(range(seeds))
+    assert list(report["models"]) == ["teacher", "student_scratch", "student_distilled"]
+    for role, entry in report["models"].items():
+        assert MODEL_KEYS <= set(entry), role
+        assert len(entry["accuracies"]) == (1 if role == "teacher" else seeds)
+        assert 0.0 <= entry["accuracy"] <= 1.0 and entry["parameters"] > 0 and entry["latency_ms"] > 0
+        assert sum(map(sum, entry["confusion_matrix"])) == 30 * len(entry["accuracies"])
+    assert report["models"]["teacher"]["agreement"] == 1.0
+    markdown = (Path(output_dir) / "report.md").read_text()
+    assert "| Distilled student |" in markdown and "## Per-class error (%)" in markdown
+    for plot in PLOTS:
+        assert (Path(output_dir) / plot).read_bytes()[:4] == b"\x89PNG"
+    return report
+
+
+def test_cifar_recipe_end_to_end_with_ablation_and_teacher_reuse(tmp_path):
+    recipe = load_recipe("cifar_resnet")
+    out = tmp_path / "run"
+    recipe.main(argv(out, ablation=["temperature=1", "max_train_samples=20,alpha=0.5"]))
+    report = check_report(out)
+    settings = [item["setting"] for item in report["ablation"]]
+    assert settings == ["temperature=1", "max_train_samples=20,alpha=0.5"]
+    assert report["ablation"][0]["student_scratch_reused"] and not report["ablation"][1]["student_scratch_reused"]
+    assert len(report["ablation"][1]["student_distilled_accuracies"]) == 2
+    assert [item["train_examples"] for item in report["ablation"]] == [40, 20]
+    assert report["ablation"][0]["teacher"] == report["models"]["teacher"]["accuracy"]
+    teacher = load_image_model(str(out / "teacher"), num_classes=10)
+    assert teacher.hf_distill_config["dataset"] == "digits"
+    assert load_image_model(str(out / "student_distilled" / "seed-1"), num_classes=10) is not None
+    top = load_image_model(str(out), num_classes=10).eval()  # the first seed's student, ready for the Hub
+    first = load_image_model(str(out / "student_distilled" / "seed-0"), num_classes=10).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(top(pixels), first(pixels))
+    assert not (out / "students").exists()  # empty per-run folders are cleaned up
+    # a second run in the same folder reuses the saved teacher, unless it is another architecture
+    with pytest.raises(ValueError, match="holds a test_resnet teacher"):
+        recipe.main(argv(out, teacher_model="resnet10t"))
+
+
+def test_bad_inputs_fail_before_training(tmp_path):
+    recipe = load_recipe("cifar_resnet")
+    out = tmp_path / "never"
+    with pytest.raises(ValueError, match="Unknown timm model 'resnet51'.*resnet50"):
+        recipe.main(argv(out, student_model="resnet51"))
+    with pytest.raises(ValueError, match="does not exist"):
+        recipe.main(argv(out, dataset=str(tmp_path / "no_such_dataset")))
+    three_classes = create_image_model("test_resnet", 3)
+    save_image_model(three_classes, str(tmp_path / "teacher3"))
+    with pytest.raises(ValueError, match="predicts 3 classes but the dataset has 10"):
+        recipe.main(argv(out, teacher_name_or_path=str(tmp_path / "teacher3")))
+    with pytest.raises(ValueError, match="unknown key 'temprature'"):
+        recipe.main(argv(out, ablation=["temprature=2"]))
+    assert not out.exists()
+
+
+def test_vit_recipe_cross_architecture_from_a_config_file(tmp_path):
+    config = {**TINY, "output_dir": str(tmp_path / "vit"), "seeds": [0]}
+    config_file = tmp_path / "tiny.json"
+    config_file.write_text(json.dumps(config))
+    command = [
+        sys.executable,
+        "recipes/vit_distill.py",
+        str(config_file),
+        "--pair",
+        "cnn_vit",
+        "--student_model",
+        "test_vit",
+        "--student_model_kwargs",
+        '{"depth": 1}',
+        "--cifar_stem",
+        "true",
+        "--patch_size",
+        "8",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = check_report(tmp_path / "vit", seeds=1)
+    assert report["models"]["teacher"]["model_name"] == "test_resnet (CIFAR stem)"
+    assert report["models"]["student_distilled"]["model_name"] == "test_vit (depth=1, 8×8 patches)"
+    assert "Distillation on digits" in result.stdout

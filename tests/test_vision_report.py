@@ -1,0 +1,180 @@
+"""Benchmarks, comparison reports and plots: hand-checked numbers, schema keys, files written."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hf_distill.benchmark import benchmark_model, count_parameters, image_inputs, size_on_disk_mb
+from hf_distill.plots import (
+    plot_confusion_matrices,
+    plot_learning_curves,
+    plot_per_class_error,
+    plot_temperature_effect,
+    soft_label_entropy,
+    soft_labels,
+)
+from hf_distill.report import (
+    MODEL_ROLES,
+    build_report,
+    classification_metrics,
+    confusion_matrix,
+    format_summary,
+    model_entry,
+    per_class_error,
+    write_report,
+)
+
+MODEL_KEYS = {
+    "model_name",
+    "parameters",
+    "size_mb",
+    "accuracy",
+    "accuracy_std",
+    "accuracies",
+    "agreement",
+    "latency_ms",
+    "throughput_per_s",
+    "per_class_error",
+    "confusion_matrix",
+}
+
+
+def test_confusion_matrix_and_per_class_error_by_hand():
+    labels = [0, 0, 1, 1, 1, 2]
+    predictions = [0, 1, 1, 1, 0, 2]
+    matrix = confusion_matrix(predictions, labels, 4)
+    assert matrix.tolist() == [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert per_class_error(matrix) == [0.5, pytest.approx(1 / 3), 0.0, None]
+    metrics = classification_metrics(predictions, labels, 4, reference_predictions=[0, 1, 1, 0, 0, 0])
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    assert metrics["agreement"] == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="shape"):
+        classification_metrics([0, 1], [0], 2)
+
+
+def test_model_entry_aggregates_seeds():
+    runs = [
+        classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
+        classification_metrics([0, 1, 0, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
+    ]
+    entry = model_entry("tiny", runs, {"parameters": 10, "size_mb": 0.1, "latency_ms": 1.0, "throughput_per_s": 5.0})
+    assert set(entry) == MODEL_KEYS
+    assert entry["accuracies"] == [0.75, 1.0]
+    assert entry["accuracy"] == pytest.approx(0.875)
+    assert entry["accuracy_std"] == pytest.approx(np.std([0.75, 1.0], ddof=1))
+    assert entry["agreement"] == pytest.approx((0.75 + 0.5) / 2)
+    assert entry["confusion_matrix"] == [[5, 1], [0, 2]]
+    assert entry["per_class_error"] == [pytest.approx(1 / 6), 0.0]
+    assert model_entry("t", runs[:1])["accuracy_std"] is None
+
+
+def _report(ablation=None):
+    run = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3, [0, 1, 2, 1])
+    models = {
+        role: model_entry(
+            role, [run, run], {"parameters": 100, "size_mb": 0.5, "latency_ms": 2.0, "throughput_per_s": 50.0}
+        )
+        for role in MODEL_ROLES
+    }
+    return build_report(
+        "image-classification",
+        "tiny",
+        ["a", "b", "c"],
+        {"alpha": 0.9, "temperature": 4.0},
+        models,
+        "cpu (1 threads)",
+        ablation=ablation,
+        plots=["x.png"],
+    )
+
+
+def test_report_files_follow_the_schema(tmp_path):
+    ablation = [
+        {
+            "setting": "temperature=1",
+            "student_scratch": 0.8,
+            "student_distilled": 0.7,
+            "student_scratch_std": 0.01,
+            "student_distilled_std": 0.02,
+        }
+    ]
+    json_path, md_path = write_report(_report(ablation), str(tmp_path))
+    report = json.loads(open(json_path).read())
+    required = {"task", "dataset", "num_classes", "class_names", "distillation", "device", "models", "ablation"}
+    assert required <= set(report)
+    assert list(report["models"]) == list(MODEL_ROLES)
+    for entry in report["models"].values():
+        assert set(entry) >= MODEL_KEYS
+    text = open(md_path).read()
+    assert "| Distilled student | student_distilled | 100 | 0.50 | 75.00 ± 0.00 |" in text
+    assert "| temperature=1 | – | – | 80.00 ± 1.00 | 70.00 ± 2.00 | -10.00 |" in text
+    assert "## Per-class error (%)" in text and "![x](x.png)" in text
+    summary = format_summary(report)
+    assert len(summary.splitlines()) < 25 and "distilled − scratch: +0.00 points" in summary
+    with pytest.raises(ValueError, match="missing"):
+        build_report("t", "d", ["a"], {}, {"teacher": {}}, "cpu")
+
+
+def test_benchmark_counts_sizes_and_times():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    model.train()
+    n = 3 * 4 * 9 + 4 + 4 * 36 * 2 + 2
+    assert count_parameters(model) == n
+    assert size_on_disk_mb(model) == pytest.approx(4 * n / 1e6, abs=2e-3)  # float32 + a small header
+    result = benchmark_model(model, image_inputs(8), batch_size=4, warmup=1, repeats=2, min_time_s=0.01)
+    assert result.parameters == n and result.latency_ms > 0 and result.throughput_per_s > 0
+    assert result.batch_size == 4 and result.device.startswith("cpu")
+    assert model.training  # the mode is restored
+
+
+def test_benchmark_takes_dict_inputs_and_shared_weights():
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+            self.out = torch.nn.Linear(4, 10, bias=False)
+            self.out.weight = self.embed.weight
+
+        def forward(self, input_ids, attention_mask):
+            return self.out(self.embed(input_ids) * attention_mask[..., None])
+
+    model = Tied()
+    make = lambda n: {"input_ids": torch.zeros(n, 5, dtype=torch.long), "attention_mask": torch.ones(n, 5)}  # noqa: E731
+    result = benchmark_model(model, make, batch_size=2, warmup=0, repeats=1, min_time_s=0)
+    assert result.parameters == 40 and result.size_mb > 0
+
+
+def test_soft_label_entropy_grows_with_temperature_to_log_c():
+    logits = np.array([[5.0, 1.0, 0.0, -2.0], [0.0, 3.0, 0.5, 0.0]])
+    temperatures = [0.5, 1.0, 2.0, 4.0, 8.0, 1000.0]
+    entropy = soft_label_entropy(logits, temperatures)
+    assert np.all(np.diff(entropy) > 0)
+    assert entropy[-1] == pytest.approx(math.log(4), abs=1e-4)
+    p = soft_labels(logits, 1.0)[0]
+    assert entropy[1] == pytest.approx(np.mean([-(q * np.log(q)).sum() for q in soft_labels(logits, 1.0)]))
+    assert p.sum() == pytest.approx(1.0)
+    assert soft_label_entropy(np.zeros((3, 4)), [1.0])[0] == pytest.approx(math.log(4))
+
+
+def test_plots_are_written(tmp_path):
+    history = [
+        {"loss": 2.0, "hard_loss": 2.0, "epoch": 1.0},
+        {"eval_accuracy": 0.5, "epoch": 1.0},
+        {"loss": 1.0, "hard_loss": 1.0, "epoch": 2.0},
+        {"eval_accuracy": 0.7, "epoch": 2.0},
+    ]
+    paths = [
+        plot_learning_curves({"teacher": [history], "student_scratch": [history, history]}, str(tmp_path / "lc.png")),
+        plot_confusion_matrices(
+            {"teacher": np.eye(3) * 4, "student_distilled": np.ones((3, 3))}, "abc", str(tmp_path / "cm.png")
+        ),
+        plot_per_class_error({"teacher": [0.1, None, 0.3]}, "abc", str(tmp_path / "pce.png")),
+        plot_temperature_effect(np.random.default_rng(0).normal(size=(20, 3)), [1, 2, 4], str(tmp_path / "t.png")),
+    ]
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
