@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .modeling import count_parameters
+
 
 @dataclass
 class BenchmarkResult:
@@ -45,11 +47,6 @@ def device_description(device: torch.device | str = "cpu") -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({torch.get_num_threads()} threads)"
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of `model`, each shared tensor counted once."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def size_on_disk_mb(model: nn.Module) -> float:

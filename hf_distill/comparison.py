@@ -24,7 +24,7 @@ from .plots import (
     plot_temperature_effect,
     soft_label_entropy,
 )
-from .report import build_report, classification_metrics, format_summary, model_entry, write_report
+from .report import build_report, format_summary, model_entry, prediction_metrics, write_report
 from .trainer import DistillationTrainer
 
 
@@ -184,7 +184,7 @@ class Comparison:
                     teacher if distil else None,
                 )
                 logits, labels = predict_logits(model, args, self.setup.eval_dataset)
-                metrics = classification_metrics(
+                metrics = prediction_metrics(
                     logits.argmax(-1), labels, len(self.setup.class_names), teacher_predictions
                 )
                 runs[role].append({"seed": seed, "model": model, "history": history, **metrics})
@@ -202,7 +202,7 @@ class Comparison:
         teacher_time = time.perf_counter() - start
         teacher_logits, labels = predict_logits(teacher, self._args("teacher"), setup.eval_dataset)
         teacher_predictions = teacher_logits.argmax(-1)
-        teacher_metrics = classification_metrics(
+        teacher_metrics = prediction_metrics(
             teacher_predictions, labels, len(setup.class_names), teacher_predictions
         )
         runs = self.run_students(teacher, teacher_predictions, setup.train_dataset, "students", {})

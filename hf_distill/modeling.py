@@ -71,8 +71,8 @@ def forward_model(model: nn.Module, inputs: dict[str, Any], output_hidden_states
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of `model` (shared tensors counted once)."""
-    return sum(parameter.numel() for parameter in {id(p): p for p in model.parameters()}.values())
+    """Number of parameters of `model` (`parameters()` yields a tensor shared by several modules once)."""
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
 @torch.no_grad()

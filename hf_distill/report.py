@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import load_metric
+
 MODEL_ROLES = ("teacher", "student_scratch", "student_distilled")
 ROLE_TITLES = {
     "teacher": "Teacher",
@@ -31,13 +33,15 @@ def per_class_error(matrix: np.ndarray) -> list[float | None]:
     return [None if totals[i] == 0 else float(1.0 - matrix[i, i] / totals[i]) for i in range(len(matrix))]
 
 
-def classification_metrics(
+def prediction_metrics(
     predictions: Sequence[int],
     labels: Sequence[int],
     num_classes: int,
     reference_predictions: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Accuracy, confusion matrix, per-class error and top-1 agreement with reference (teacher) predictions.
+
+    Accuracy and agreement go through the `accuracy` metric module of `evaluate` shipped with the package.
 
     Args:
         predictions, labels: class indices, shape (N,).
@@ -47,11 +51,12 @@ def classification_metrics(
     if predictions.shape != labels.shape:
         raise ValueError(f"predictions {predictions.shape} and labels {labels.shape} differ in shape.")
     matrix = confusion_matrix(predictions, labels, num_classes)
+    accuracy = load_metric("accuracy")
     agreement = None
     if reference_predictions is not None:
-        agreement = float(np.mean(predictions == np.asarray(reference_predictions)))
+        agreement = accuracy.compute(predictions=predictions, references=np.asarray(reference_predictions))["accuracy"]
     return {
-        "accuracy": float(np.mean(predictions == labels)),
+        "accuracy": accuracy.compute(predictions=predictions, references=labels)["accuracy"],
         "agreement": agreement,
         "confusion_matrix": matrix.tolist(),
         "per_class_error": per_class_error(matrix),
@@ -65,7 +70,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def model_entry(model_name: str, runs: Sequence[dict[str, Any]], cost: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One `models` entry of the report from the `classification_metrics` of each seed's run.
+    """One `models` entry of the report from the `prediction_metrics` of each seed's run.
 
     `accuracy` is the mean over runs, `accuracy_std` the sample std (ddof=1), `accuracies` the per-run values;
     `confusion_matrix` is summed over runs, so `per_class_error` is the mean over runs (same eval set).

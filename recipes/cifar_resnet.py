@@ -9,9 +9,10 @@ CIFAR defaults (resnet18 teacher, timm's tiny test_resnet student) and 200 label
 
     python recipes/cifar_resnet.py recipes/configs/digits_demo.json
 
-    # two CPU processes (gloo); on GPUs: accelerate launch recipes/cifar_resnet.py ...
+    # two CPU processes (gloo), same global batch of 64 as the single-process demo
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \
-        --dynamo_backend no recipes/cifar_resnet.py recipes/configs/digits_demo.json --output_dir out/digits_ddp
+        --dynamo_backend no recipes/cifar_resnet.py recipes/configs/digits_demo.json \
+        --per_device_train_batch_size 32 --output_dir out/digits_ddp
 
 CIFAR-10 with the settings of recipes/configs/cifar10_resnet.json (options after the file override it):
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_distill.benchmark import benchmark_model, count_parameters, image_inputs, size_on_disk_mb
+from hf_distill.benchmark import benchmark_model, image_inputs, size_on_disk_mb
+from hf_distill.modeling import count_parameters
 from hf_distill.plots import (
     plot_confusion_matrices,
     plot_learning_curves,
@@ -19,11 +20,11 @@ from hf_distill.plots import (
 from hf_distill.report import (
     MODEL_ROLES,
     build_report,
-    classification_metrics,
     confusion_matrix,
     format_summary,
     model_entry,
     per_class_error,
+    prediction_metrics,
     write_report,
 )
 
@@ -48,17 +49,17 @@ def test_confusion_matrix_and_per_class_error_by_hand():
     matrix = confusion_matrix(predictions, labels, 4)
     assert matrix.tolist() == [[1, 1, 0, 0], [1, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
     assert per_class_error(matrix) == [0.5, pytest.approx(1 / 3), 0.0, None]
-    metrics = classification_metrics(predictions, labels, 4, reference_predictions=[0, 1, 1, 0, 0, 0])
+    metrics = prediction_metrics(predictions, labels, 4, reference_predictions=[0, 1, 1, 0, 0, 0])
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     assert metrics["agreement"] == pytest.approx(4 / 6)
     with pytest.raises(ValueError, match="shape"):
-        classification_metrics([0, 1], [0], 2)
+        prediction_metrics([0, 1], [0], 2)
 
 
 def test_model_entry_aggregates_seeds():
     runs = [
-        classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
-        classification_metrics([0, 1, 0, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
+        prediction_metrics([0, 1, 1, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
+        prediction_metrics([0, 1, 0, 0], [0, 1, 0, 0], 2, [0, 1, 1, 1]),
     ]
     entry = model_entry("tiny", runs, {"parameters": 10, "size_mb": 0.1, "latency_ms": 1.0, "throughput_per_s": 5.0})
     assert set(entry) == MODEL_KEYS
@@ -72,7 +73,7 @@ def test_model_entry_aggregates_seeds():
 
 
 def _report(ablation=None):
-    run = classification_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3, [0, 1, 2, 1])
+    run = prediction_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3, [0, 1, 2, 1])
     models = {
         role: model_entry(
             role, [run, run], {"parameters": 100, "size_mb": 0.5, "latency_ms": 2.0, "throughput_per_s": 50.0}
