@@ -351,3 +351,30 @@ def test_mlm_recipe_end_to_end(tmp_path, tiny_mlm_dir):
 def test_mlm_refuses_a_teacher_without_mlm_head(minilm_dir):
     with pytest.raises(ValueError, match="no trained masked-LM head"):
         distilbert_mlm.load_mlm_teacher(str(minilm_dir))
+
+
+# ---- Two processes ----
+
+
+@pytest.mark.parametrize("recipe", ["text_classification", "distilbert_mlm"])
+def test_text_recipes_run_with_two_processes(tmp_path, recipe, tiny_classifier_dir, tiny_mlm_dir, csv_files):
+    import os
+    import subprocess
+
+    from tests.test_distributed import ENV, LAUNCH_TWO, ROOT
+
+    if recipe == "text_classification":
+        args = ["--teacher_model_name_or_path", tiny_classifier_dir, "--train_file", csv_files["train"],
+                "--validation_file", csv_files["validation"], "--label_column", "sentiment", "--max_seq_length", "24",
+                "--max_steps", "2", "--logging_steps", "1", *_common_args(tmp_path / "run")]
+    else:
+        args = _mlm_args(tmp_path, tiny_mlm_dir, "--max_steps", "2", "--logging_steps", "1")
+    result = subprocess.run([*LAUNCH_TWO, f"recipes/{recipe}.py", *args], cwd=ROOT, env=ENV, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for fatal in ("Traceback", "Abort", "Segmentation fault", "core dumped"):
+        assert fatal not in result.stderr, result.stderr[-3000:]
+    saved = sorted(os.listdir(tmp_path / "run"))
+    assert "model.safetensors" in saved and "tokenizer.json" in saved
+    state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and any("soft_loss" in entry for entry in state["log_history"])
