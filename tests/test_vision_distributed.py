@@ -3,27 +3,10 @@
 import json
 import os
 import subprocess
-import sys
 
 from test_vision_recipes import ENV, PLOTS, ROOT, TINY, argv, check_report
 
-# Two processes that each use one thread: gloo on CPU, as `accelerate launch` runs it on a machine without GPUs.
-LAUNCH_TWO = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-    "--main_process_port",
-    "0",
-]
+from tests.test_distributed import LAUNCH_TWO
 
 
 def test_cifar_recipe_with_two_processes(tmp_path):

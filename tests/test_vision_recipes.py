@@ -12,6 +12,7 @@ import torch
 
 from hf_distill.timm_models import create_image_model, load_image_model, save_image_model
 from hf_distill.vision_recipe import config_to_argv
+from tests.test_vision_report import MODEL_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -40,19 +41,6 @@ TINY = {
     "benchmark_batch_size": 4,
     "alpha": 0.9,
     "temperature": 4.0,
-}
-MODEL_KEYS = {
-    "model_name",
-    "parameters",
-    "size_mb",
-    "accuracy",
-    "accuracy_std",
-    "accuracies",
-    "agreement",
-    "latency_ms",
-    "throughput_per_s",
-    "per_class_error",
-    "confusion_matrix",
 }
 PLOTS = ("learning_curves.png", "confusion_matrices.png", "per_class_error.png", "temperature_entropy.png")
 
