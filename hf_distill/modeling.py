@@ -10,8 +10,10 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 # Batch keys a plain `nn.Module` (e.g. a timm model) may take as its single positional input, in order of preference.
 PLAIN_MODULE_INPUT_KEYS = ("pixel_values", "input_ids", "input_values", "inputs")
+# A dataset column of precomputed teacher logits, used instead of running the teacher.
+CACHED_TEACHER_LOGITS_KEY = "teacher_logits"
 # Batch keys that are targets, never model inputs.
-TARGET_KEYS = ("labels", "label", "label_ids", "teacher_logits")
+TARGET_KEYS = ("labels", "label", "label_ids", CACHED_TEACHER_LOGITS_KEY)
 
 
 def is_transformers_model(model: nn.Module) -> bool:

@@ -16,6 +16,14 @@ from hf_distill.report import ROLE_TITLES  # noqa: E402
 COLORS = {"teacher": "tab:gray", "student_scratch": "tab:blue", "student_distilled": "tab:orange"}
 
 
+def _save(fig: plt.Figure, path: str) -> str:
+    """Lay out, write `fig` as a PNG to `path`, free it, and return `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def soft_labels(logits: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(z / T) along the last axis; (N, C) → (N, C)."""
     z = np.asarray(logits, dtype=np.float64) / temperature
@@ -62,10 +70,7 @@ def plot_learning_curves(histories: dict[str, list[list[dict[str, Any]]]], path:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusion_matrices(
@@ -101,10 +106,7 @@ def plot_confusion_matrices(
         if runs and runs.get(role, 1) > 1:
             title += f" ({runs[role]} seeds summed)"
         ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_per_class_error(errors: dict[str, Sequence[float | None]], class_names: Sequence[str], path: str) -> str:
@@ -125,10 +127,7 @@ def plot_per_class_error(errors: dict[str, Sequence[float | None]], class_names:
     ax.set(xlabel="true class", ylabel="error (%)", title="Per-class error")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_temperature_effect(
@@ -170,7 +169,4 @@ def plot_temperature_effect(
     ax_p.set_ylabel("max probability")
     handles = ax_h.get_legend_handles_labels()[0] + ax_p.get_legend_handles_labels()[0]
     ax_h.legend(handles=handles, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -14,11 +14,16 @@ from .card_info import create_model_card
 from .config import DistillationTrainingArguments
 from .hub import hub_errors, is_timm_model, save_timm_model
 from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss
-from .modeling import PLAIN_MODULE_INPUT_KEYS, forward_model, is_causal_lm, is_transformers_model, teacher_forward
+from .modeling import (
+    CACHED_TEACHER_LOGITS_KEY,
+    PLAIN_MODULE_INPUT_KEYS,
+    forward_model,
+    is_causal_lm,
+    is_transformers_model,
+    teacher_forward,
+)
 from .teacher import load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
-
-CACHED_TEACHER_LOGITS_KEY = "teacher_logits"
 
 
 class DistillationTrainer(Trainer):
