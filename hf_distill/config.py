@@ -1,6 +1,7 @@
 """Training arguments for knowledge distillation."""
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from transformers import TrainingArguments
@@ -44,9 +45,16 @@ class DistillationTrainingArguments(TrainingArguments):
         teacher_dtype (`str`, *optional*):
             Run the teacher in this precision (`float32`, `bfloat16` or `float16`) to save memory and time; by
             default it keeps the dtype it was loaded with.
-        teacher_model_init_kwargs (`dict`, *optional*):
-            Keyword arguments for `from_pretrained` when `teacher_model` is given as a Hub id or path.
+        teacher_model_init_kwargs (`dict` or `str`, *optional*):
+            Keyword arguments for `from_pretrained` when `teacher_model` is given as a Hub id or path; on the command
+            line a JSON object (`'{"torch_dtype": "bfloat16"}'`), as for the dict fields of `TrainingArguments`.
+
+    The hard term honours the Trainer's `label_smoothing_factor` exactly as the Trainer's label smoother does. A plain
+    `TrainingArguments` given to [`DistillationTrainer`] is converted with [`from_training_arguments`].
     """
+
+    # Dict fields that the command line gives as JSON strings, parsed by `TrainingArguments.__post_init__`.
+    _VALID_DICT_FIELDS = [*TrainingArguments._VALID_DICT_FIELDS, "teacher_model_init_kwargs"]
 
     alpha: float = field(
         default=0.5,
@@ -88,6 +96,14 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._validate_distillation_fields()
+
+    def _validate_distillation_fields(self) -> None:
+        """Raise a `ValueError` naming the field for any distillation setting out of range (NaN and inf included)."""
+        for name in ("alpha", "temperature", "jsd_beta", "soft_weight", "hard_weight"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
         if not self.temperature > 0.0:
@@ -108,6 +124,37 @@ class DistillationTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"teacher_dtype must be one of {list(TEACHER_DTYPES)} or None, got {self.teacher_dtype!r}."
             )
+        if self.teacher_model_init_kwargs is not None and not isinstance(self.teacher_model_init_kwargs, dict):
+            raise ValueError(
+                "teacher_model_init_kwargs must be a dict, or on the command line a JSON object such as "
+                f'\'{{"torch_dtype": "bfloat16"}}\'; got {self.teacher_model_init_kwargs!r}.'
+            )
+
+    @classmethod
+    def from_training_arguments(
+        cls, args: TrainingArguments, **distillation_fields: Any
+    ) -> "DistillationTrainingArguments":
+        """A `DistillationTrainingArguments` holding every field of `args` as it is (tokens and derived state too)
+        plus the distillation fields: their defaults, or `distillation_fields`.
+
+        `args` is not re-validated or rebuilt (a `to_dict()` round trip would replace `hub_token` by a placeholder),
+        only the distillation fields are checked. Attributes of a `TrainingArguments` subclass are kept as they are.
+        """
+        if isinstance(args, cls) and not distillation_fields:
+            return args
+        own_fields = [spec for spec in fields(cls) if spec.name not in TrainingArguments.__dataclass_fields__]
+        unknown = set(distillation_fields) - {spec.name for spec in own_fields}
+        if unknown:
+            raise TypeError(f"Unknown distillation fields: {sorted(unknown)}.")
+        converted = cls.__new__(cls)
+        converted.__dict__.update(vars(args))
+        for spec in own_fields:
+            if spec.name in distillation_fields:
+                setattr(converted, spec.name, distillation_fields[spec.name])
+            elif spec.name not in converted.__dict__:
+                setattr(converted, spec.name, spec.default)
+        converted._validate_distillation_fields()
+        return converted
 
     @property
     def loss_weights(self) -> tuple[float, float]:

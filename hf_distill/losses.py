@@ -23,11 +23,38 @@ Reduction = Literal["mean", "sum", "none"]
 IGNORE_INDEX = -100
 
 
+def tempered_log_probs(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    r"""Log-probabilities :math:`\log \mathrm{softmax}(z / T)` of student and teacher, on the teacher's support.
+
+    Columns where the teacher's logit is `-inf` (a masked or padded vocabulary) are outside the support: the student
+    is renormalised over the remaining columns, and both log-probabilities are set to 0 outside it, so that every
+    divergence built from them equals the divergence of the sliced logits and has finite values and gradients.
+
+    Args:
+        student_logits: `(..., C)`.
+        teacher_logits: `(..., C)`.
+        temperature: T > 0.
+
+    Returns:
+        `(student_log_probs, teacher_log_probs)`, both `(..., C)` in float32.
+    """
+    student = student_logits.float() / temperature
+    teacher = teacher_logits.float() / temperature
+    outside = torch.isneginf(teacher)
+    if not outside.any():
+        return F.log_softmax(student, dim=-1), F.log_softmax(teacher, dim=-1)
+    student_log_probs = F.log_softmax(student.masked_fill(outside, -math.inf), dim=-1).masked_fill(outside, 0.0)
+    teacher_log_probs = F.log_softmax(teacher, dim=-1).masked_fill(outside, 0.0)
+    return student_log_probs, teacher_log_probs
+
+
 def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     r"""KL(p_t || p_s) per position, the divergence of Hinton et al.
 
     .. math:: \mathrm{KL}(p_t \| p_s) = \sum_c p_t(c) \, [\log p_t(c) - \log p_s(c)],
         \quad p = \mathrm{softmax}(z / T)
+
+    Columns where the teacher's logit is `-inf` are left out (see :func:`tempered_log_probs`).
 
     Args:
         student_logits: `(..., C)` student logits z_s.
@@ -37,8 +64,7 @@ def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
     Returns:
         `(...)` divergence per position, in float32. Not scaled by T².
     """
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_probs, teacher_log_probs = tempered_log_probs(student_logits, teacher_logits, temperature)
     return F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True).sum(-1)
 
 
@@ -47,9 +73,11 @@ def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: floa
 
     .. math:: \mathrm{KL}(p_s \| p_t) = \sum_c p_s(c) \, [\log p_s(c) - \log p_t(c)]
 
-    Shapes as in :func:`forward_kl`: `(..., C)` logits in, `(...)` out. Not scaled by T².
+    Shapes as in :func:`forward_kl`: `(..., C)` logits in, `(...)` out; columns where the teacher's logit is `-inf`
+    are left out. Not scaled by T².
     """
-    return forward_kl(teacher_logits, student_logits, temperature)
+    student_log_probs, teacher_log_probs = tempered_log_probs(student_logits, teacher_logits, temperature)
+    return F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True).sum(-1)
 
 
 def jsd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, beta: float = 0.5) -> Tensor:
@@ -58,7 +86,8 @@ def jsd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
     .. math:: \mathrm{JSD}_\beta = \beta \, \mathrm{KL}(p_t \| m) + (1 - \beta) \, \mathrm{KL}(p_s \| m),
         \quad m = \beta p_t + (1 - \beta) p_s
 
-    `beta=0.5` is the symmetric Jensen-Shannon divergence, bounded by log 2.
+    `beta=0.5` is the symmetric Jensen-Shannon divergence, bounded by log 2. Columns where the teacher's logit is
+    `-inf` are left out.
 
     Args:
         student_logits: `(..., C)`.
@@ -71,8 +100,7 @@ def jsd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
     """
     if not 0.0 < beta < 1.0:
         raise ValueError(f"beta must be in the open interval (0, 1), got {beta}.")
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_probs, teacher_log_probs = tempered_log_probs(student_logits, teacher_logits, temperature)
     mixture_log_probs = torch.logsumexp(
         torch.stack([teacher_log_probs + math.log(beta), student_log_probs + math.log(1.0 - beta)]), dim=0
     )
@@ -84,13 +112,20 @@ def jsd(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
 def logit_mse(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     r"""Mean squared error between tempered logits per position (Ba & Caruana, 2014).
 
-    .. math:: \frac{1}{C} \sum_c \left(\frac{z_s(c) - z_t(c)}{T}\right)^2
+    .. math:: \frac{1}{|S|} \sum_{c \in S} \left(\frac{z_s(c) - z_t(c)}{T}\right)^2
 
-    After the T² scaling of :func:`soft_target_loss` this is the plain logit MSE, independent of T.
+    over the support S, the columns where the teacher's logit is not `-inf` (all of them, usually). After the T²
+    scaling of :func:`soft_target_loss` this is the plain logit MSE, independent of T.
 
     Shapes as in :func:`forward_kl`: `(..., C)` logits in, `(...)` out.
     """
-    return ((student_logits.float() - teacher_logits.float()) / temperature).pow(2).mean(-1)
+    difference = (student_logits.float() - teacher_logits.float()) / temperature
+    outside = torch.isneginf(teacher_logits)
+    if not outside.any():
+        return difference.pow(2).mean(-1)
+    # Zero the difference outside the support before squaring, so that no inf reaches the backward pass.
+    squared = difference.masked_fill(outside, 0.0).pow(2)
+    return squared.sum(-1) / (~outside).sum(-1).clamp_min(1)
 
 
 DIVERGENCES: dict[str, Callable[..., Tensor]] = {
@@ -170,28 +205,52 @@ def soft_target_loss(
 
 
 def hard_label_loss(
-    student_logits: Tensor, labels: Tensor, reduction: Reduction = "mean", ignore_index: int = IGNORE_INDEX
+    student_logits: Tensor,
+    labels: Tensor,
+    reduction: Reduction = "mean",
+    ignore_index: int = IGNORE_INDEX,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """Cross-entropy of the student on hard labels, ignoring `ignore_index`.
+    r"""Loss of the student on hard labels, ignoring `ignore_index`: cross-entropy, or squared error for regression.
+
+    With integer labels, the cross-entropy with label smoothing ε (Szegedy et al., 2016), per position
+
+    .. math:: (1 - \varepsilon) \, [-\log p_s(y)] + \frac{\varepsilon}{C} \sum_c [-\log p_s(c)]
+
+    which, averaged over the counted positions, is exactly `transformers.trainer_pt_utils.LabelSmoother` (the
+    Trainer's `label_smoothing_factor`). With float labels and a single logit (`num_labels=1`), the squared error
+    :math:`(z_s - y)^2`, as transformers' regression heads compute it.
 
     Args:
         student_logits: `(..., C)`.
-        labels: `(...)` integer class ids; positions equal to `ignore_index` do not count.
+        labels: `(...)` integer class ids, or float targets when `C == 1`; positions equal to `ignore_index` do not
+            count.
         reduction: `"mean"` over counted positions (what `nn.CrossEntropyLoss` and transformers' losses return),
             `"sum"`, or `"none"` for `(...)`.
+        label_smoothing: ε in [0, 1).
     """
     if student_logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"labels of shape {tuple(labels.shape)} do not match student logits of shape "
             f"{tuple(student_logits.shape)} (expected labels of shape {tuple(student_logits.shape[:-1])})."
         )
+    mask = labels != ignore_index
+    if labels.is_floating_point():
+        if student_logits.shape[-1] != 1:
+            raise ValueError(
+                f"Float labels are regression targets, which need a single logit; the student has "
+                f"{student_logits.shape[-1]}. Give class ids as integers."
+            )
+        per_position = (student_logits.float().squeeze(-1) - labels.float()).pow(2)
+        return reduce_loss(per_position, mask, reduction)
     per_position = F.cross_entropy(
         student_logits.float().reshape(-1, student_logits.shape[-1]),
         labels.reshape(-1),
         ignore_index=ignore_index,
         reduction="none",
+        label_smoothing=label_smoothing,
     ).reshape(labels.shape)
-    return reduce_loss(per_position, labels != ignore_index, reduction)
+    return reduce_loss(per_position, mask, reduction)
 
 
 def cosine_hidden_loss(
@@ -214,6 +273,22 @@ def cosine_hidden_loss(
     return reduce_loss(per_position, mask, reduction)
 
 
+def soft_loss_mask(student_logits: Tensor, labels: Tensor | None) -> Tensor | None:
+    """The positions the soft loss covers: every example of a sequence-level task, labelled or not (Hinton's transfer
+    set); for token-level logits `(B, L, V)`, the labelled tokens (prompt and padding positions are -100).
+
+    Args:
+        student_logits: `(B, C)` or `(B, L, V)`.
+        labels: `(B,)` or `(B, L)` with -100 where ignored, or `None`.
+
+    Returns:
+        A boolean mask of the leading dimensions, or `None` for every position.
+    """
+    if labels is None or student_logits.dim() <= 2:
+        return None
+    return labels != IGNORE_INDEX
+
+
 def distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -222,11 +297,15 @@ def distillation_loss(
     temperature: float = 2.0,
     divergence: str = "forward_kl",
     jsd_beta: float = 0.5,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    r"""The knowledge-distillation loss of Hinton et al., averaged over the labelled positions.
+    r"""The knowledge-distillation loss of Hinton et al.
 
-    .. math:: \alpha \, T^2 \, \mathrm{KL}(\mathrm{softmax}(z_t/T) \| \mathrm{softmax}(z_s/T))
-        + (1 - \alpha) \, \mathrm{CE}(z_s, y)
+    .. math:: \alpha \, \mathrm{mean}_{soft} \, T^2 \, \mathrm{KL}(\mathrm{softmax}(z_t/T) \| \mathrm{softmax}(z_s/T))
+        + (1 - \alpha) \, \mathrm{mean}_{labelled} \, \mathrm{CE}(z_s, y)
+
+    The soft loss covers the positions of :func:`soft_loss_mask` (every example of a classification batch, labelled
+    or not; the labelled tokens of token-level logits); the cross-entropy covers the labelled positions.
 
     Args:
         student_logits: `(..., C)`.
@@ -236,17 +315,18 @@ def distillation_loss(
         temperature: T > 0.
         divergence: the soft loss's divergence, see :data:`DIVERGENCES`.
         jsd_beta: mixture weight for `divergence="jsd"`.
+        label_smoothing: ε of the cross-entropy, see :func:`hard_label_loss`.
 
     Returns:
         A scalar tensor.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    if labels is None:
-        if alpha != 1.0:
-            raise ValueError(f"labels are required when alpha < 1 (got alpha={alpha}).")
-        return soft_target_loss(student_logits, teacher_logits, temperature, divergence, jsd_beta=jsd_beta)
-    mask = labels != IGNORE_INDEX
+    if labels is None and alpha != 1.0:
+        raise ValueError(f"labels are required when alpha < 1 (got alpha={alpha}).")
+    mask = soft_loss_mask(student_logits, labels)
     soft = soft_target_loss(student_logits, teacher_logits, temperature, divergence, mask=mask, jsd_beta=jsd_beta)
-    hard = hard_label_loss(student_logits, labels)
+    if labels is None:
+        return soft
+    hard = hard_label_loss(student_logits, labels, label_smoothing=label_smoothing)
     return alpha * soft + (1.0 - alpha) * hard

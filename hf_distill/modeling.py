@@ -77,9 +77,24 @@ def count_parameters(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
+def parameter_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the first floating-point parameter of `model`, or `None` if it has none."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
 @torch.no_grad()
 def teacher_forward(
     teacher: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False
 ) -> tuple[Tensor, Any]:
-    """`forward_model` for a frozen teacher: no autograd graph is built."""
+    """`forward_model` for a frozen teacher: no autograd graph is built.
+
+    Floating-point inputs (pixel values, embeddings) are cast to the teacher's dtype when it runs in another precision
+    than they come in (`teacher_dtype`); integer inputs such as token ids are passed as they are.
+    """
+    dtype = parameter_dtype(teacher)
+    if dtype is not None:
+        inputs = {
+            key: value.to(dtype) if isinstance(value, Tensor) and value.is_floating_point() else value
+            for key, value in inputs.items()
+        }
     return forward_model(teacher, inputs, output_hidden_states)

@@ -1,6 +1,7 @@
 """Loading a teacher and preparing it, frozen, for whatever set-up accelerate runs (CPU, DDP, DeepSpeed, FSDP)."""
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -38,18 +39,47 @@ def auto_class_for(student: nn.Module) -> type:
     )
 
 
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a Hub id (`owner/name`): absolute, relative (`./`, `../`), `~`, or deeper than one."""
+    return os.path.isabs(name) or name.startswith((".", "~")) or name.rstrip("/").count("/") > 1
+
+
 def load_teacher(name_or_path: str, student: nn.Module, init_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Load a teacher from a Hub id or local path.
 
     A transformers student gets a teacher of the same task head (`AutoModelFor...from_pretrained`); any other student
-    a timm teacher (`timm.create_model(name, pretrained=True)`, e.g. `"hf-hub:timm/resnet50.a1_in1k"`).
+    a timm teacher (`timm.create_model(name, pretrained=True)`, e.g. `"hf-hub:timm/resnet50.a1_in1k"`). A local path
+    that does not exist is an error saying so, before anything is asked of the Hub.
     """
+    expanded = os.path.expanduser(name_or_path)
+    if _looks_like_path(name_or_path) and not os.path.isdir(expanded):
+        raise FileNotFoundError(f"The teacher folder {name_or_path!r} does not exist.")
     init_kwargs = dict(init_kwargs or {})
     if isinstance(student, PreTrainedModel):
-        return auto_class_for(student).from_pretrained(name_or_path, **init_kwargs)
+        return auto_class_for(student).from_pretrained(expanded, **init_kwargs)
     import timm
 
     return timm.create_model(name_or_path, pretrained=True, **init_kwargs)
+
+
+def check_no_shared_parameters(teacher: nn.Module, student: nn.Module) -> None:
+    """Refuse a teacher that shares a parameter with the student: freezing the teacher would freeze the student's.
+
+    Raises:
+        ValueError: naming the shared parameters, as the teacher and the student call them.
+    """
+    student_names = {id(parameter): name for name, parameter in student.named_parameters(remove_duplicate=False)}
+    shared = [
+        f"{name} (student: {student_names[id(parameter)]})"
+        for name, parameter in teacher.named_parameters(remove_duplicate=False)
+        if id(parameter) in student_names
+    ]
+    if shared:
+        listed = ", ".join(shared[:8]) + (f" and {len(shared) - 8} more" if len(shared) > 8 else "")
+        raise ValueError(
+            f"The teacher shares {len(shared)} parameter(s) with the student: {listed}. Freezing the teacher would "
+            "freeze them in the student too; give the teacher its own copy (copy.deepcopy)."
+        )
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
@@ -110,8 +140,20 @@ def _prepare_fsdp(teacher: nn.Module, accelerator: Accelerator) -> nn.Module:
     return freeze(teacher)
 
 
+def _check_dtype_runs(dtype: torch.dtype, device: torch.device) -> None:
+    """A clear error for a teacher precision the device cannot run."""
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"teacher_dtype='bfloat16' needs a GPU that supports it; {torch.cuda.get_device_name(device)} does not. "
+            "Use teacher_dtype='float16' or 'float32'."
+        )
+
+
 def prepare_teacher(teacher: nn.Module, accelerator: Accelerator, dtype: str | None = None) -> nn.Module:
     """Freeze the teacher, cast it to `dtype` if given, and place it for the accelerator's distributed set-up.
+
+    The teacher is changed in place, as the Trainer does with its model: no second copy of a large model is made, so
+    the object passed in is frozen, moved and (with `dtype`) cast. Pass a copy to keep the original as it was.
 
     Single device, several CPU processes or DDP: moved to the accelerator's device with no DDP wrapper (the teacher
     has no gradients to synchronise), under the run's autocast for mixed precision. DeepSpeed: an inference engine,
@@ -119,6 +161,7 @@ def prepare_teacher(teacher: nn.Module, accelerator: Accelerator, dtype: str | N
     """
     freeze(teacher)
     if dtype is not None:
+        _check_dtype_runs(getattr(torch, dtype), accelerator.device)
         teacher.to(getattr(torch, dtype))
     distributed_type = accelerator.distributed_type
     if distributed_type == DistributedType.DEEPSPEED:

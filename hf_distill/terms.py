@@ -1,7 +1,7 @@
 """Named, weighted loss terms that the trainer sums: the soft and hard losses, and the ones later methods add."""
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
@@ -19,8 +19,11 @@ class DistillationBatch:
         student_logits: `(..., C)` student logits.
         teacher_logits: `(..., C)` teacher logits, or `None` when the run has no teacher.
         labels: `(...)` class ids with -100 where ignored, or `None` for unlabelled data.
-        mask: `(...)` boolean, true at the positions that count: `labels != -100`, else the attention mask, else
-            `None` (every position counts).
+        mask: `(...)` boolean, true at the positions that count for the labels: `labels != -100`, else the attention
+            mask, else `None` (every position counts).
+        soft_mask: `(...)` boolean, the positions the teacher's soft targets cover (see
+            :func:`hf_distill.losses.soft_loss_mask`): `None` (every example) for classification, labelled or not;
+            the labelled tokens, else the attention mask, for token-level logits.
         student_outputs: the student's raw output (a `ModelOutput` for transformers models, a tensor for timm).
         teacher_outputs: the teacher's raw output, or `None`.
     """
@@ -30,8 +33,12 @@ class DistillationBatch:
     teacher_logits: Tensor | None
     labels: Tensor | None
     mask: Tensor | None
+    soft_mask: Tensor | None = None
     student_outputs: Any = None
     teacher_outputs: Any = None
+
+
+Normalizer = Literal["labels", "examples", "batch"]
 
 
 @dataclass
@@ -41,14 +48,16 @@ class TermLoss:
     Attributes:
         per_position: `(...)` loss values.
         mask: `(...)` boolean, the positions that count, or `None` for all.
-        counts_labels: true when `mask` is exactly the label mask, so the term can be normalised by the Trainer's
-            `num_items_in_batch` (the labelled positions of the whole accumulated batch), which makes gradient
-            accumulation exact. Other terms are averaged per micro-batch.
+        normalizer: what the term's sum is divided by in training, so that gradient accumulation and several
+            processes give the mean over the whole accumulated batch: `"labels"` when `mask` is exactly the label
+            mask (the Trainer's `num_items_in_batch`), `"examples"` when every example counts once (`mask` is
+            `None` and `per_position` is `(B,)`); `"batch"` averages per micro-batch and divides by the number of
+            accumulation steps, exact only for micro-batches of equal size.
     """
 
     per_position: Tensor
     mask: Tensor | None
-    counts_labels: bool = False
+    normalizer: Normalizer = "batch"
 
 
 @runtime_checkable
@@ -86,14 +95,18 @@ class SoftTargetTerm:
             reduction="none",
             jsd_beta=self.jsd_beta,
         )
-        return TermLoss(per_position, batch.mask, counts_labels=batch.labels is not None)
+        if batch.soft_mask is None:
+            return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
+        return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")
 
 
 @dataclass
 class HardLabelTerm:
-    """Cross-entropy of the student on the labels per position; see :func:`hf_distill.losses.hard_label_loss`."""
+    """The student's loss on the labels per position (cross-entropy with optional label smoothing, or squared error
+    for regression); see :func:`hf_distill.losses.hard_label_loss`."""
 
     weight: float
+    label_smoothing: float = 0.0
     name: str = "hard"
     needs_teacher: bool = field(default=False, init=False)
     needs_labels: bool = field(default=True, init=False)
@@ -103,7 +116,10 @@ class HardLabelTerm:
             raise ValueError(
                 "The batch has no `labels`, but the hard loss has a non-zero weight: give labels, or set alpha=1.0."
             )
-        return TermLoss(hard_label_loss(batch.student_logits, batch.labels, reduction="none"), batch.mask, True)
+        per_position = hard_label_loss(
+            batch.student_logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing
+        )
+        return TermLoss(per_position, batch.mask, "labels")
 
 
 @dataclass

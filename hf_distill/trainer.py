@@ -6,14 +6,14 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import Trainer
+from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils.hub import hf_api
 
 from .card_info import create_model_card
 from .config import DistillationTrainingArguments
 from .hub import hub_errors, is_timm_model, save_timm_model
-from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss
+from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
 from .modeling import (
     CACHED_TEACHER_LOGITS_KEY,
     PLAIN_MODULE_INPUT_KEYS,
@@ -22,8 +22,9 @@ from .modeling import (
     is_transformers_model,
     teacher_forward,
 )
-from .teacher import load_teacher, prepare_teacher
+from .teacher import check_no_shared_parameters, load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
+from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
 
 
 class DistillationTrainer(Trainer):
@@ -37,14 +38,22 @@ class DistillationTrainer(Trainer):
     causal LMs). Each term is logged as `<name>_loss` next to `loss`; evaluation adds `accuracy`, `teacher_accuracy`
     and `teacher_agreement` (top-1 of student and teacher agree) when labels exist.
 
+    Called as `transformers.Trainer` is, positionally or by keyword, with the teacher as a keyword:
+    `DistillationTrainer(model, args, data_collator, train_dataset, eval_dataset, ..., teacher_model=teacher)`.
+
     Args:
         model: the student, a transformers model or any `nn.Module` (e.g. timm) called on `batch["pixel_values"]`.
+        args: [`DistillationTrainingArguments`], or a plain `TrainingArguments` (converted with the distillation
+            defaults, every field kept).
+        *trainer_args: the rest of `transformers.Trainer`'s positional arguments (`data_collator`, `train_dataset`,
+            `eval_dataset`, ...).
         teacher_model: the teacher, taking the same batch and producing logits of the same shape; or a Hub id / path
             loaded with `args.teacher_model_init_kwargs`; or `None` when the batches carry precomputed
-            `teacher_logits` or no term needs a teacher (e.g. `alpha=0`). It is frozen and never saved.
-        args: [`DistillationTrainingArguments`].
+            `teacher_logits` or no term needs a teacher (e.g. `alpha=0`). It is frozen, moved and (with
+            `teacher_dtype`) cast in place, as the Trainer does with its model, and never saved. It may share no
+            parameter with the student.
         extra_loss_terms: further [`LossTerm`]s added to the soft and hard ones (e.g. DistilBERT's cosine term).
-        **kwargs: everything else `transformers.Trainer` takes.
+        **kwargs: everything else `transformers.Trainer` takes, by keyword.
     """
 
     _tag_names = ["hf_distill", "knowledge-distillation"]
@@ -52,29 +61,52 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        *trainer_args: Any,
         teacher_model: nn.Module | str | None = None,
-        args: DistillationTrainingArguments | None = None,
         extra_loss_terms: list[LossTerm] | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
             args = DistillationTrainingArguments(output_dir="trainer_output")
-        elif not isinstance(args, DistillationTrainingArguments):
-            raise TypeError(f"args must be DistillationTrainingArguments, got {type(args).__name__}.")
-        if isinstance(teacher_model, str):
-            teacher_model = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
-        if teacher_model is not None and teacher_model is model:
-            raise ValueError("teacher_model is the student itself; pass a separate (copied) teacher.")
-        super().__init__(model=model, args=args, **kwargs)
+        elif not isinstance(args, TrainingArguments):
+            given = repr(args) if isinstance(args, str) else f"a {type(args).__name__}"
+            hint = ""
+            if isinstance(args, (nn.Module, str)):
+                hint = (
+                    " The teacher is a keyword argument: DistillationTrainer(model, args, ..., teacher_model=teacher)."
+                )
+            raise TypeError(f"args must be TrainingArguments or DistillationTrainingArguments, got {given}.{hint}")
+        args = DistillationTrainingArguments.from_training_arguments(args)
+        if teacher_model is not None and not isinstance(teacher_model, (nn.Module, str)):
+            raise TypeError(
+                f"teacher_model must be an nn.Module, a Hub id or a local path, got {type(teacher_model).__name__}."
+            )
+        super().__init__(model, args, *trainer_args, **kwargs)
+        if self.compute_loss_func is not None:
+            raise ValueError(
+                "compute_loss_func is not used by DistillationTrainer, whose loss is a sum of terms: pass your loss as "
+                "a LossTerm in extra_loss_terms."
+            )
 
         soft_weight, hard_weight = args.loss_weights
         self.loss_terms: list[LossTerm] = [
             SoftTargetTerm(soft_weight, args.temperature, args.distillation_loss, args.jsd_beta),
-            HardLabelTerm(hard_weight),
+            HardLabelTerm(hard_weight, args.label_smoothing_factor),
             *(extra_loss_terms or []),
         ]
+        if all(term.weight == 0 for term in self.loss_terms):
+            raise ValueError(
+                "Every loss term has weight 0 (soft_weight, hard_weight and extra terms), so nothing would be trained."
+            )
+        check_single_logit(num_logits(self.model), soft_weight, args.distillation_loss)
         self.teacher_model = None
+        if isinstance(teacher_model, str):
+            teacher_model = load_teacher(teacher_model, self.model, args.teacher_model_init_kwargs)
         if teacher_model is not None:
+            if teacher_model is self.model:
+                raise ValueError("teacher_model is the student itself; pass a separate (copied) teacher.")
+            check_no_shared_parameters(teacher_model, self.model)
             self.teacher_model = prepare_teacher(teacher_model, self.accelerator, args.teacher_dtype)
         self._needs_hidden_states = any(getattr(term, "needs_hidden_states", False) for term in self.loss_terms)
         # compute_loss normalises by `num_items_in_batch` itself, so the Trainer must count it and not rescale the loss
@@ -87,6 +119,8 @@ class DistillationTrainer(Trainer):
             self.label_names = ["labels"]
         self._term_losses: dict[str, dict[str, list[Tensor]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._eval_counts: Tensor | None = None
+        self._num_examples_in_batch: Tensor | None = None
+        self._checked_datasets: set[int] = set()
 
     # ---- Loss ----
 
@@ -129,7 +163,7 @@ class DistillationTrainer(Trainer):
         student_outputs: Any,
         teacher_outputs: Any,
     ) -> DistillationBatch:
-        """Check shapes, apply the causal-LM shift and build the position mask."""
+        """Check shapes and teacher outputs, apply the causal-LM shift and build the label and soft-loss masks."""
         if teacher_logits is not None:
             check_logit_shapes(student_logits, teacher_logits)
         attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None
@@ -143,8 +177,12 @@ class DistillationTrainer(Trainer):
             mask = labels != IGNORE_INDEX
         else:
             mask = attention_mask.bool() if attention_mask is not None else None
+        soft_mask = soft_loss_mask(student_logits, labels) if labels is not None else mask
+        if teacher_logits is not None:
+            check_single_logit(student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
+            check_teacher_logits(teacher_logits, soft_mask, self.state.global_step)
         return DistillationBatch(
-            inputs, student_logits, teacher_logits, labels, mask, student_outputs, teacher_outputs
+            inputs, student_logits, teacher_logits, labels, mask, soft_mask, student_outputs, teacher_outputs
         )
 
     def _weighted_sum(
@@ -153,17 +191,19 @@ class DistillationTrainer(Trainer):
         """Sum the weighted terms, normalised so that gradient accumulation and several processes are exact.
 
         Terms over labelled positions are divided by `num_items_in_batch` (all labelled positions of the accumulated
-        batch on all processes, counted by the Trainer); other terms are averaged per micro-batch. Without
-        `num_items_in_batch` every term is a per-batch mean and the Trainer divides by the accumulation steps.
+        batch on all processes, counted by the Trainer), terms over every example by the number of examples counted
+        the same way; other terms are averaged per micro-batch. Without `num_items_in_batch` every term is a
+        per-batch mean and the Trainer divides by the accumulation steps.
         """
         process_scale = 1
         if num_items_in_batch is not None and self.args.average_tokens_across_devices:
             # DDP averages gradients over processes while num_items_in_batch counts all of them: undo the average.
             process_scale = self.accelerator.num_processes // self.get_tp_size()
         accumulation_steps = getattr(self, "current_gradient_accumulation_steps", 1) if training else 1
+        denominators = {"labels": num_items_in_batch, "examples": self._num_examples_in_batch}
         total = torch.zeros((), device=batch.student_logits.device)
         for term in self.loss_terms:
-            if not self._can_compute(term, batch):
+            if not self._can_compute(term, batch, training):
                 continue
             result = term(batch)
             masked_sum = reduce_loss(result.per_position, result.mask, "sum")
@@ -172,44 +212,68 @@ class DistillationTrainer(Trainer):
             self._term_losses["train" if training else "eval"][f"{term.name}_loss"].append(mean.detach())
             if term.weight == 0:
                 continue
+            denominator = denominators.get(result.normalizer) if training else None
             if num_items_in_batch is None:
                 value = mean
-            elif result.counts_labels:
-                value = masked_sum / num_items_in_batch
+            elif denominator is not None:
+                # An accumulated batch may hold no labelled position at all (a transfer set): its sum is then 0.
+                value = masked_sum / torch.clamp_min(torch.as_tensor(denominator, device=masked_sum.device), 1)
             else:
                 value = mean / (accumulation_steps * process_scale)
             total = total + term.weight * value
         return total * process_scale
 
     @staticmethod
-    def _can_compute(term: LossTerm, batch: DistillationBatch) -> bool:
-        """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight."""
-        missing = []
-        if getattr(term, "needs_teacher", True) and batch.teacher_logits is None:
-            missing.append("teacher outputs (pass teacher_model, or a teacher_logits column)")
-        if getattr(term, "needs_labels", False) and batch.labels is None:
-            missing.append("`labels` (give labels, or set alpha=1.0)")
-        if missing and term.weight != 0:
+    def _can_compute(term: LossTerm, batch: DistillationBatch, training: bool = True) -> bool:
+        """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight.
+
+        Evaluation skips a term that lacks only labels, so that unlabelled evaluation data reports the soft loss.
+        """
+        missing_teacher = getattr(term, "needs_teacher", True) and batch.teacher_logits is None
+        missing_labels = getattr(term, "needs_labels", False) and batch.labels is None
+        tolerated = missing_labels and not missing_teacher and not training
+        if (missing_teacher or missing_labels) and term.weight != 0 and not tolerated:
+            missing = [
+                *(["teacher outputs (pass teacher_model, or a teacher_logits column)"] if missing_teacher else []),
+                *(["`labels` (give labels, or set alpha=1.0)"] if missing_labels else []),
+            ]
             raise ValueError(
                 f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}."
             )
-        return not missing
+        return not (missing_teacher or missing_labels)
 
     def _count_eval_predictions(self, batch: DistillationBatch) -> None:
-        """Accumulate correct / agreeing top-1 counts over the labelled positions of an evaluation batch."""
-        if batch.labels is None:
-            return
-        mask = batch.mask
+        """Accumulate top-1 counts of an evaluation batch: correct (student, teacher) over the labelled positions,
+        and student-teacher agreement over the positions the soft loss covers, labelled or not."""
         student_predictions = batch.student_logits.argmax(-1)
-        counts = [(student_predictions == batch.labels)[mask].sum(), mask.sum()]
+        zero = student_predictions.new_zeros(())
+        counts = [zero, zero, zero, zero, zero]  # correct, labelled, teacher correct, agreeing, compared
+        if batch.labels is not None:
+            counts[0] = (student_predictions == batch.labels)[batch.mask].sum()
+            counts[1] = batch.mask.sum()
         if batch.teacher_logits is not None:
             teacher_predictions = batch.teacher_logits.argmax(-1)
-            counts += [
-                (teacher_predictions == batch.labels)[mask].sum(),
-                (teacher_predictions == student_predictions)[mask].sum(),
-            ]
+            compared = (
+                batch.soft_mask if batch.soft_mask is not None else torch.ones_like(student_predictions, dtype=bool)
+            )
+            if batch.labels is not None:
+                counts[2] = (teacher_predictions == batch.labels)[batch.mask].sum()
+            counts[3] = (teacher_predictions == student_predictions)[compared].sum()
+            counts[4] = compared.sum()
         counts = torch.stack(counts).double()
         self._eval_counts = counts if self._eval_counts is None else self._eval_counts + counts
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The Trainer's accumulated batch and its label count, plus the number of its examples (on all processes,
+        as the label count), the denominator of the terms that cover every example."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._num_examples_in_batch = None
+        if num_items_in_batch is not None:
+            examples = torch.tensor(sum(len(batch["labels"]) for batch in batch_samples), device=device)
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                examples = self.accelerator.gather(examples).sum()
+            self._num_examples_in_batch = examples
+        return batch_samples, num_items_in_batch
 
     # ---- Logging and evaluation ----
 
@@ -238,12 +302,15 @@ class DistillationTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in self._mean_term_losses("eval").items()}
         if self._eval_counts is not None:
             # Counted per batch: in multi-process runs the few samples duplicated to even out the last batch count too.
-            counts = self.accelerator.reduce(self._eval_counts, reduction="sum").tolist()
-            total = max(counts[1], 1.0)
-            metrics[f"{metric_key_prefix}_accuracy"] = counts[0] / total
-            if len(counts) == 4:
-                metrics[f"{metric_key_prefix}_teacher_accuracy"] = counts[2] / total
-                metrics[f"{metric_key_prefix}_teacher_agreement"] = counts[3] / total
+            correct, labelled, teacher_correct, agreeing, compared = self.accelerator.reduce(
+                self._eval_counts, reduction="sum"
+            ).tolist()
+            if labelled:
+                metrics[f"{metric_key_prefix}_accuracy"] = correct / labelled
+                if compared:
+                    metrics[f"{metric_key_prefix}_teacher_accuracy"] = teacher_correct / labelled
+            if compared:
+                metrics[f"{metric_key_prefix}_teacher_agreement"] = agreeing / compared
             self._eval_counts = None
         for key, value in metrics.items():
             output.metrics.setdefault(key, value)  # a user's compute_metrics keeps its own values
@@ -256,14 +323,19 @@ class DistillationTrainer(Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-        has_labels = all(inputs.get(name) is not None for name in self.label_names)
-        if has_labels or is_transformers_model(model):
+        if all(inputs.get(name) is not None for name in self.label_names):
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        # Unlabelled batch for a plain module (timm): the Trainer would call model(**inputs), which it cannot take.
+        # Unlabelled batch: the Trainer would report no loss (and cannot call a plain module with **inputs). With
+        # teacher outputs the loss is the soft loss, so that `eval_loss` exists for unlabelled evaluation data.
         inputs = self._prepare_inputs(inputs)
+        has_teacher = self.teacher_model is not None or inputs.get(CACHED_TEACHER_LOGITS_KEY) is not None
         with torch.no_grad(), self.compute_loss_context_manager():
-            logits, _ = forward_model(model, inputs)
-        return None, (None if prediction_loss_only else logits.detach()), None
+            if has_teacher:
+                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                logits, loss = outputs["logits"], loss.detach()
+            else:
+                logits, loss = forward_model(model, inputs)[0], None
+        return loss, (None if prediction_loss_only else logits.detach()), None
 
     # ---- Saving and the Hub ----
 
@@ -297,3 +369,18 @@ class DistillationTrainer(Trainer):
             self._signature_columns.append(CACHED_TEACHER_LOGITS_KEY)
             if not is_transformers_model(self.model):
                 self._signature_columns.extend(PLAIN_MODULE_INPUT_KEYS)
+
+    def _check_once(self, dataset: Any, split: str) -> None:
+        """Check a dataset's labels and token ids against the models (see `check_dataset`), once per dataset."""
+        if dataset is not None and id(dataset) not in self._checked_datasets:
+            check_dataset(dataset, self.model, self.teacher_model, split)
+            self._checked_datasets.add(id(dataset))
+
+    def get_train_dataloader(self):
+        self._check_once(self.train_dataset, "training")
+        return super().get_train_dataloader()
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if not isinstance(eval_dataset, str):
+            self._check_once(eval_dataset if eval_dataset is not None else self.eval_dataset, "evaluation")
+        return super().get_eval_dataloader(eval_dataset)

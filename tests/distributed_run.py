@@ -11,7 +11,7 @@ import time
 
 import torch
 from safetensors.torch import save_file
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,6 +39,10 @@ def main() -> None:
     parser.add_argument("--save_steps", type=int, default=0)
     parser.add_argument("--resume_from_checkpoint", default=None)
     parser.add_argument("--seconds_per_step", type=float, default=0.0)
+    parser.add_argument("--alpha", type=float, default=0.6)
+    parser.add_argument("--label_smoothing_factor", type=float, default=0.0)
+    parser.add_argument("--unlabelled_every", type=int, default=0, help="Label every k-th example -100.")
+    parser.add_argument("--plain_trainer", type=int, default=0, help="1: train with transformers.Trainer instead.")
     cli = parser.parse_args()
 
     args = make_args(
@@ -49,16 +53,46 @@ def main() -> None:
         save_steps=cli.save_steps or 500,
         learning_rate=5e-3,
         optim="sgd",
-        alpha=0.6,
+        alpha=cli.alpha,
+        label_smoothing_factor=cli.label_smoothing_factor,
     )
+    dataset = text_dataset(n=64)
+    if cli.unlabelled_every:
+        dataset = dataset.map(
+            lambda row, i: {"labels": -100 if i % cli.unlabelled_every == 0 else row["labels"]}, with_indices=True
+        )
     recorder = RecordSteps(cli.seconds_per_step)
-    trainer = DistillationTrainer(
-        model=tiny_bert(seed=1),
-        teacher_model=tiny_bert(seed=2, layers=3),
-        args=args,
-        train_dataset=text_dataset(n=64),
-        callbacks=[recorder],
-    )
+    if cli.plain_trainer:
+        plain_args = TrainingArguments(
+            **{
+                key: getattr(args, key)
+                for key in (
+                    "output_dir",
+                    "max_steps",
+                    "per_device_train_batch_size",
+                    "learning_rate",
+                    "optim",
+                    "label_smoothing_factor",
+                    "report_to",
+                    "use_cpu",
+                    "seed",
+                    "data_seed",
+                    "logging_steps",
+                    "save_strategy",
+                    "disable_tqdm",
+                )
+            }
+        )
+        trainer = Trainer(tiny_bert(seed=1), plain_args, train_dataset=dataset, callbacks=[recorder])
+        trainer.teacher_model = tiny_bert(seed=2, layers=3)  # recorded below like the distillation run's
+    else:
+        trainer = DistillationTrainer(
+            tiny_bert(seed=1),
+            args,
+            train_dataset=dataset,
+            callbacks=[recorder],
+            teacher_model=tiny_bert(seed=2, layers=3),
+        )
     trainer.train(resume_from_checkpoint=cli.resume_from_checkpoint)
 
     # Every rank tries to save into its own folder: only the main process may write.

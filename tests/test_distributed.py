@@ -131,3 +131,22 @@ def test_a_killed_two_process_run_resumes_from_its_last_checkpoint(single_proces
     assert _max_difference(_weights(single_process_run), _weights(tmp_path)) < TOLERANCE
     for step, loss in losses.items():
         assert loss == pytest.approx(_losses(single_process_run)[step], abs=TOLERANCE)
+
+
+def test_two_process_label_smoothing_and_transfer_sets_match_one_process(tmp_path):
+    """Label smoothing and unlabelled rows (soft loss over every example, hard loss over the labelled ones) keep
+    the updates of one process with the same global batch: each term's mean is over the whole global batch."""
+    options = dict(max_steps=4, alpha=0.6, label_smoothing_factor=0.1, unlabelled_every=3)
+    _run([sys.executable], tmp_path / "one", per_device_train_batch_size=8, **options)
+    _run(LAUNCH_TWO, tmp_path / "two", per_device_train_batch_size=4, **options)
+    assert _max_difference(_weights(tmp_path / "one"), _weights(tmp_path / "two")) < TOLERANCE
+
+
+def test_two_process_alpha_zero_with_label_smoothing_equals_the_plain_trainer(tmp_path):
+    options = dict(per_device_train_batch_size=4, max_steps=4, alpha=0.0, label_smoothing_factor=0.1)
+    _run(LAUNCH_TWO, tmp_path / "distilled", **options)
+    _run(LAUNCH_TWO, tmp_path / "plain", plain_trainer=1, **options)
+    assert _max_difference(_weights(tmp_path / "distilled"), _weights(tmp_path / "plain")) < TOLERANCE
+    distilled, plain = _losses(tmp_path / "distilled"), _losses(tmp_path / "plain")
+    for step in plain:
+        assert distilled[step] == pytest.approx(plain[step], abs=TOLERANCE)
