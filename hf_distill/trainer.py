@@ -85,8 +85,8 @@ class DistillationTrainer(Trainer):
         super().__init__(model, args, *trainer_args, **kwargs)
         if self.compute_loss_func is not None:
             raise ValueError(
-                "compute_loss_func is not used by DistillationTrainer, whose loss is a sum of terms: pass your loss as "
-                "a LossTerm in extra_loss_terms."
+                "compute_loss_func is not used by DistillationTrainer, whose loss is a sum of terms: pass your loss "
+                "as a LossTerm in extra_loss_terms."
             )
 
         soft_weight, hard_weight = args.loss_weights

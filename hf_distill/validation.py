@@ -1,4 +1,4 @@
-"""Checks that turn bad models, labels and teacher outputs into clear errors before (or at) the step they would spoil."""
+"""Checks that turn bad models, labels and teacher outputs into clear errors before the step they would spoil."""
 
 from typing import Any
 
