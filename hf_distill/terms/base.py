@@ -1,11 +1,9 @@
-"""Named, weighted loss terms that the trainer sums: the soft and hard losses, and the ones later methods add."""
+"""What a loss term sees (an aligned batch), what it returns (a per-position loss), and the protocol it follows."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
-
-from .losses import cosine_hidden_loss, hard_label_loss, soft_target_loss
 
 
 @dataclass
@@ -73,71 +71,3 @@ class LossTerm(Protocol):
     weight: float
 
     def __call__(self, batch: DistillationBatch) -> TermLoss: ...
-
-
-@dataclass
-class SoftTargetTerm:
-    """`T² * D(p_teacher^T, p_student^T)` per position; see :func:`hf_distill.losses.soft_target_loss`."""
-
-    weight: float
-    temperature: float
-    divergence: str = "forward_kl"
-    jsd_beta: float = 0.5
-    name: str = "soft"
-    needs_teacher: bool = field(default=True, init=False)
-
-    def __call__(self, batch: DistillationBatch) -> TermLoss:
-        per_position = soft_target_loss(
-            batch.student_logits,
-            batch.teacher_logits,
-            self.temperature,
-            self.divergence,
-            reduction="none",
-            jsd_beta=self.jsd_beta,
-        )
-        if batch.soft_mask is None:
-            return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
-        return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")
-
-
-@dataclass
-class HardLabelTerm:
-    """The student's loss on the labels per position (cross-entropy with optional label smoothing, or squared error
-    for regression); see :func:`hf_distill.losses.hard_label_loss`."""
-
-    weight: float
-    label_smoothing: float = 0.0
-    name: str = "hard"
-    needs_teacher: bool = field(default=False, init=False)
-    needs_labels: bool = field(default=True, init=False)
-
-    def __call__(self, batch: DistillationBatch) -> TermLoss:
-        if batch.labels is None:
-            raise ValueError(
-                "The batch has no `labels`, but the hard loss has a non-zero weight: give labels, or set alpha=1.0."
-            )
-        per_position = hard_label_loss(
-            batch.student_logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing
-        )
-        return TermLoss(per_position, batch.mask, "labels")
-
-
-@dataclass
-class HiddenStateCosineTerm:
-    """DistilBERT's cosine loss between the last hidden states of student and teacher, over attended tokens.
-
-    Both models must return `hidden_states` of the same width; the trainer requests them.
-    """
-
-    weight: float
-    layer: int = -1
-    name: str = "cosine"
-    needs_teacher: bool = field(default=True, init=False)
-    needs_hidden_states: bool = field(default=True, init=False)
-
-    def __call__(self, batch: DistillationBatch) -> TermLoss:
-        student_hidden = batch.student_outputs.hidden_states[self.layer]  # (B, L, H)
-        teacher_hidden = batch.teacher_outputs.hidden_states[self.layer]  # (B, L, H)
-        attention_mask = batch.inputs.get("attention_mask")
-        mask = attention_mask.bool() if attention_mask is not None else None
-        return TermLoss(cosine_hidden_loss(student_hidden, teacher_hidden, reduction="none"), mask)
