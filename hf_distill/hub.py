@@ -224,12 +224,13 @@ def hub_errors(repo_id: str, endpoint: str, output_dir: str | os.PathLike) -> It
 
     The error is found on the exception or its `__cause__` chain (huggingface_hub wraps some, e.g. failed LFS
     uploads, in a `RuntimeError`). A `ValueError` (such as the Hub rejecting the card's metadata) and any other
-    exception propagate unchanged. Wrap `Trainer.push_to_hub` with it to get the same messages as `push_output_dir`.
+    exception propagate unchanged, and so does a `HubPushError` from a nested block (`Trainer.push_to_hub` calls
+    `init_hf_repo`). Wrap `Trainer.push_to_hub` with it to get the same messages as `push_output_dir`.
     """
     try:
         yield
     except Exception as error:
-        cause = None if isinstance(error, ValueError) else _hub_cause(error)
+        cause = None if isinstance(error, (ValueError, HubPushError)) else _hub_cause(error)
         if cause is None:
             raise
         raise HubPushError(describe_hub_error(cause, repo_id, endpoint, output_dir)) from error

@@ -11,6 +11,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils.hub import hf_api
 
 from .card_info import create_model_card
+from .checkpoints import last_complete_checkpoint
 from .config import DistillationTrainingArguments
 from .hub import hub_errors, is_timm_model, save_timm_model
 from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
@@ -359,6 +360,32 @@ class DistillationTrainer(Trainer):
         """Write the student's model card (`README.md`): teacher, data, distillation settings and results."""
         if self.is_world_process_zero():
             create_model_card(self, self.args.output_dir, **kwargs)
+
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """`Trainer.init_hf_repo`, which the constructor calls with `push_to_hub=True`, with Hub errors made clear.
+
+        An unreachable Hub or a refused token raises the same `HubPushError` as a failed `push_to_hub`.
+        """
+        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        with hub_errors(repo_id, hf_api().endpoint, self.args.output_dir):
+            super().init_hf_repo(token=token, private=private)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, where `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint.
+
+        A checkpoint folder left half-written (a run stopped while saving, a full disk) is skipped with a warning
+        naming it and what it lacks (see `hf_distill.checkpoints.missing_checkpoint_files`), where the Trainer would
+        pick it and fail. DeepSpeed and FSDP checkpoints have their own layouts and are left to the Trainer.
+
+        Raises:
+            ValueError: `resume_from_checkpoint=True` and `output_dir` holds no complete checkpoint, as the Trainer
+                raises when it holds none at all.
+        """
+        if resume_from_checkpoint is True and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, not self.args.save_only_model)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ---- Data ----
 
