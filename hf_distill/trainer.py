@@ -14,7 +14,7 @@ from .card_info import create_model_card
 from .checkpoints import last_complete_checkpoint
 from .config import DistillationTrainingArguments
 from .hub import hub_errors, is_timm_model, save_timm_model
-from .losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
+from .metrics.counts import metrics_from_counts, prediction_counts
 from .modeling import (
     CACHED_TEACHER_LOGITS_KEY,
     PLAIN_MODULE_INPUT_KEYS,
@@ -25,6 +25,7 @@ from .modeling import (
 )
 from .teacher import check_no_shared_parameters, load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
+from .terms.combine import align_batch, weighted_sum
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
 
 
@@ -149,119 +150,42 @@ class DistillationTrainer(Trainer):
         cached_teacher_logits = inputs.pop(CACHED_TEACHER_LOGITS_KEY, None)
         student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
         teacher_logits, teacher_outputs = self.get_teacher_outputs(inputs, cached_teacher_logits)
-        batch = self._align(inputs, student_logits, teacher_logits, labels, student_outputs, teacher_outputs)
+        batch = align_batch(
+            inputs, student_logits, teacher_logits, labels, student_outputs, teacher_outputs, self._loss_shifts_labels
+        )
+        if teacher_logits is not None:
+            check_single_logit(batch.student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
+            check_teacher_logits(batch.teacher_logits, batch.soft_mask, self.state.global_step)
         loss = self._weighted_sum(batch, num_items_in_batch, training=model.training)
         if not model.training:
             self._count_eval_predictions(batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
 
-    def _align(
-        self,
-        inputs: dict[str, Any],
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        labels: Tensor | None,
-        student_outputs: Any,
-        teacher_outputs: Any,
-    ) -> DistillationBatch:
-        """Check shapes and teacher outputs, apply the causal-LM shift and build the label and soft-loss masks."""
-        if teacher_logits is not None:
-            check_logit_shapes(student_logits, teacher_logits)
-        attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None
-        if self._loss_shifts_labels:
-            # Causal LMs: the logits at position i predict the token at position i + 1.
-            student_logits = student_logits[..., :-1, :]
-            teacher_logits = teacher_logits[..., :-1, :] if teacher_logits is not None else None
-            labels = labels[..., 1:] if labels is not None else None
-            attention_mask = attention_mask[..., 1:] if attention_mask is not None else None
-        if labels is not None:
-            mask = labels != IGNORE_INDEX
-        else:
-            mask = attention_mask.bool() if attention_mask is not None else None
-        soft_mask = soft_loss_mask(student_logits, labels) if labels is not None else mask
-        if teacher_logits is not None:
-            check_single_logit(student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
-            check_teacher_logits(teacher_logits, soft_mask, self.state.global_step)
-        return DistillationBatch(
-            inputs, student_logits, teacher_logits, labels, mask, soft_mask, student_outputs, teacher_outputs
-        )
-
     def _weighted_sum(
         self, batch: DistillationBatch, num_items_in_batch: Tensor | int | None, training: bool
     ) -> Tensor:
-        """Sum the weighted terms, normalised so that gradient accumulation and several processes are exact.
-
-        Terms over labelled positions are divided by `num_items_in_batch` (all labelled positions of the accumulated
-        batch on all processes, counted by the Trainer), terms over every example by the number of examples counted
-        the same way; other terms are averaged per micro-batch. Without `num_items_in_batch` every term is a
-        per-batch mean and the Trainer divides by the accumulation steps.
-        """
-        process_scale = 1
-        if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-            # DDP averages gradients over processes while num_items_in_batch counts all of them: undo the average.
-            process_scale = self.accelerator.num_processes // self.get_tp_size()
-        accumulation_steps = getattr(self, "current_gradient_accumulation_steps", 1) if training else 1
-        denominators = {"labels": num_items_in_batch, "examples": self._num_examples_in_batch}
-        total = torch.zeros((), device=batch.student_logits.device)
-        for term in self.loss_terms:
-            if not self._can_compute(term, batch, training):
-                continue
-            result = term(batch)
-            masked_sum = reduce_loss(result.per_position, result.mask, "sum")
-            count = result.mask.sum() if result.mask is not None else result.per_position.numel()
-            mean = masked_sum / torch.clamp_min(torch.as_tensor(count, device=masked_sum.device), 1)
-            self._term_losses["train" if training else "eval"][f"{term.name}_loss"].append(mean.detach())
-            if term.weight == 0:
-                continue
-            denominator = denominators.get(result.normalizer) if training else None
-            if num_items_in_batch is None:
-                value = mean
-            elif denominator is not None:
-                # An accumulated batch may hold no labelled position at all (a transfer set): its sum is then 0.
-                value = masked_sum / torch.clamp_min(torch.as_tensor(denominator, device=masked_sum.device), 1)
-            else:
-                value = mean / (accumulation_steps * process_scale)
-            total = total + term.weight * value
-        return total * process_scale
-
-    @staticmethod
-    def _can_compute(term: LossTerm, batch: DistillationBatch, training: bool = True) -> bool:
-        """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight.
-
-        Evaluation skips a term that lacks only labels, so that unlabelled evaluation data reports the soft loss.
-        """
-        missing_teacher = getattr(term, "needs_teacher", True) and batch.teacher_logits is None
-        missing_labels = getattr(term, "needs_labels", False) and batch.labels is None
-        tolerated = missing_labels and not missing_teacher and not training
-        if (missing_teacher or missing_labels) and term.weight != 0 and not tolerated:
-            missing = [
-                *(["teacher outputs (pass teacher_model, or a teacher_logits column)"] if missing_teacher else []),
-                *(["`labels` (give labels, or set alpha=1.0)"] if missing_labels else []),
-            ]
-            raise ValueError(
-                f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}."
-            )
-        return not (missing_teacher or missing_labels)
+        """Sum the terms (see `weighted_sum`) with the Trainer's counts of the accumulated batch; record each term."""
+        denominators, process_scale = None, 1
+        if training and num_items_in_batch is not None:
+            denominators = {"labels": num_items_in_batch, "examples": self._num_examples_in_batch}
+            if self.args.average_tokens_across_devices:
+                # DDP averages gradients over processes while the counts cover all of them: undo the average.
+                process_scale = self.accelerator.num_processes // self.get_tp_size()
+        loss, means = weighted_sum(
+            self.loss_terms,
+            batch,
+            denominators,
+            getattr(self, "current_gradient_accumulation_steps", 1),
+            process_scale,
+            training,
+        )
+        recorded = self._term_losses["train" if training else "eval"]
+        for name, mean in means.items():
+            recorded[name].append(mean)
+        return loss
 
     def _count_eval_predictions(self, batch: DistillationBatch) -> None:
-        """Accumulate top-1 counts of an evaluation batch: correct (student, teacher) over the labelled positions,
-        and student-teacher agreement over the positions the soft loss covers, labelled or not."""
-        student_predictions = batch.student_logits.argmax(-1)
-        zero = student_predictions.new_zeros(())
-        counts = [zero, zero, zero, zero, zero]  # correct, labelled, teacher correct, agreeing, compared
-        if batch.labels is not None:
-            counts[0] = (student_predictions == batch.labels)[batch.mask].sum()
-            counts[1] = batch.mask.sum()
-        if batch.teacher_logits is not None:
-            teacher_predictions = batch.teacher_logits.argmax(-1)
-            compared = (
-                batch.soft_mask if batch.soft_mask is not None else torch.ones_like(student_predictions, dtype=bool)
-            )
-            if batch.labels is not None:
-                counts[2] = (teacher_predictions == batch.labels)[batch.mask].sum()
-            counts[3] = (teacher_predictions == student_predictions)[compared].sum()
-            counts[4] = compared.sum()
-        counts = torch.stack(counts).double()
+        counts = prediction_counts(batch)
         self._eval_counts = counts if self._eval_counts is None else self._eval_counts + counts
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, Any]:
@@ -303,15 +227,8 @@ class DistillationTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in self._mean_term_losses("eval").items()}
         if self._eval_counts is not None:
             # Counted per batch: in multi-process runs the few samples duplicated to even out the last batch count too.
-            correct, labelled, teacher_correct, agreeing, compared = self.accelerator.reduce(
-                self._eval_counts, reduction="sum"
-            ).tolist()
-            if labelled:
-                metrics[f"{metric_key_prefix}_accuracy"] = correct / labelled
-                if compared:
-                    metrics[f"{metric_key_prefix}_teacher_accuracy"] = teacher_correct / labelled
-            if compared:
-                metrics[f"{metric_key_prefix}_teacher_agreement"] = agreeing / compared
+            counts = self.accelerator.reduce(self._eval_counts, reduction="sum")
+            metrics.update(metrics_from_counts(counts, metric_key_prefix))
             self._eval_counts = None
         for key, value in metrics.items():
             output.metrics.setdefault(key, value)  # a user's compute_metrics keeps its own values

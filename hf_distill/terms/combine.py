@@ -1,0 +1,107 @@
+"""From model outputs to one loss: aligning a batch position by position, and the normalised weighted sum of terms."""
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
+from .base import DistillationBatch, LossTerm
+
+
+def align_batch(
+    inputs: dict[str, Any],
+    student_logits: Tensor,
+    teacher_logits: Tensor | None,
+    labels: Tensor | None,
+    student_outputs: Any = None,
+    teacher_outputs: Any = None,
+    shift_labels: bool = False,
+) -> DistillationBatch:
+    """Check the logit shapes, apply the causal-LM shift and build the label and soft-loss masks.
+
+    Args:
+        inputs: the batch as given to the student (without labels or cached teacher logits).
+        student_logits: `(B, C)` or `(B, L, V)`.
+        teacher_logits: same shape, or `None`.
+        labels: `(B,)` or `(B, L)` with -100 where ignored, or `None`.
+        shift_labels: causal LMs, whose logits at position i predict the token at i + 1.
+    """
+    if teacher_logits is not None:
+        check_logit_shapes(student_logits, teacher_logits)
+    attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None
+    if shift_labels:
+        student_logits = student_logits[..., :-1, :]
+        teacher_logits = teacher_logits[..., :-1, :] if teacher_logits is not None else None
+        labels = labels[..., 1:] if labels is not None else None
+        attention_mask = attention_mask[..., 1:] if attention_mask is not None else None
+    if labels is not None:
+        mask = labels != IGNORE_INDEX
+    else:
+        mask = attention_mask.bool() if attention_mask is not None else None
+    soft_mask = soft_loss_mask(student_logits, labels) if labels is not None else mask
+    return DistillationBatch(
+        inputs, student_logits, teacher_logits, labels, mask, soft_mask, student_outputs, teacher_outputs
+    )
+
+
+def can_compute(term: LossTerm, batch: DistillationBatch, training: bool = True) -> bool:
+    """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight.
+
+    Evaluation skips a term that lacks only labels, so that unlabelled evaluation data reports the soft loss.
+    """
+    missing_teacher = getattr(term, "needs_teacher", True) and batch.teacher_logits is None
+    missing_labels = getattr(term, "needs_labels", False) and batch.labels is None
+    tolerated = missing_labels and not missing_teacher and not training
+    if (missing_teacher or missing_labels) and term.weight != 0 and not tolerated:
+        missing = [
+            *(["teacher outputs (pass teacher_model, or a teacher_logits column)"] if missing_teacher else []),
+            *(["`labels` (give labels, or set alpha=1.0)"] if missing_labels else []),
+        ]
+        raise ValueError(
+            f"The {term.name} loss has weight {term.weight}, but there are no {' and no '.join(missing)}."
+        )
+    return not (missing_teacher or missing_labels)
+
+
+def weighted_sum(
+    terms: list[LossTerm],
+    batch: DistillationBatch,
+    denominators: dict[str, Tensor | int | None] | None = None,
+    accumulation_steps: int = 1,
+    process_scale: int = 1,
+    training: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The weighted sum of the terms, normalised so that gradient accumulation and several processes are exact.
+
+    Without `denominators` every term is its mean over the batch. With them (training, the Trainer having counted the
+    accumulated batch), a term whose `normalizer` has a denominator (`"labels"`: all labelled positions of the
+    accumulated batch on all processes; `"examples"`: all its examples) is its sum divided by it; any other term is
+    its per-batch mean divided by the accumulation steps and `process_scale`. The total is multiplied by
+    `process_scale`, the number of processes whose gradients DDP averages while the denominators count them all.
+
+    Returns:
+        `(loss, means)`: the scalar loss and each term's mean over this batch (detached), keyed `<name>_loss`.
+    """
+    total = torch.zeros((), device=batch.student_logits.device)
+    means: dict[str, Tensor] = {}
+    for term in terms:
+        if not can_compute(term, batch, training):
+            continue
+        result = term(batch)
+        masked_sum = reduce_loss(result.per_position, result.mask, "sum")
+        count = result.mask.sum() if result.mask is not None else result.per_position.numel()
+        mean = masked_sum / torch.clamp_min(torch.as_tensor(count, device=masked_sum.device), 1)
+        means[f"{term.name}_loss"] = mean.detach()
+        if term.weight == 0:
+            continue
+        if denominators is None:
+            value = mean
+        elif denominators.get(result.normalizer) is not None:
+            # An accumulated batch may hold no labelled position at all (a transfer set): its sum is then 0.
+            denominator = torch.as_tensor(denominators[result.normalizer], device=masked_sum.device)
+            value = masked_sum / torch.clamp_min(denominator, 1)
+        else:
+            value = mean / (accumulation_steps * process_scale)
+        total = total + term.weight * value
+    return total * process_scale, means
