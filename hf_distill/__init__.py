@@ -15,7 +15,7 @@ from .losses import (
     soft_target_loss,
 )
 from .metrics import classification_metrics, load_metric
-from .student_init import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
+from .students import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
 from .terms import DistillationBatch, HardLabelTerm, HiddenStateCosineTerm, LossTerm, SoftTargetTerm, TermLoss
 from .trainer import DistillationTrainer
 

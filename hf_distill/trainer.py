@@ -23,7 +23,7 @@ from .modeling import (
     is_transformers_model,
     teacher_forward,
 )
-from .teacher import check_no_shared_parameters, load_teacher, prepare_teacher
+from .teachers import check_no_shared_parameters, load_teacher, prepare_teacher
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
 from .terms.combine import align_batch, weighted_sum
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits

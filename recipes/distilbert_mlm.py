@@ -40,7 +40,7 @@ from transformers import (
 )
 
 from hf_distill import DistillationTrainer, DistillationTrainingArguments, HiddenStateCosineTerm
-from hf_distill.student_init import student_from_teacher
+from hf_distill.students import student_from_teacher
 from hf_distill.text_data import limit, load_text_dataset, select_splits, tokenize_for_mlm
 
 # DistilBERT's loss weights (alpha_ce, alpha_mlm) and temperature; cosine_weight defaults to its alpha_cos.

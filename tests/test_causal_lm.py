@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from hf_distill import DistillationTrainer
-from hf_distill.student_init import student_from_teacher
+from hf_distill.students import student_from_teacher
 from tests.conftest import VOCAB_SIZE, tiny_gpt2
 
 SEQ_LEN = 12

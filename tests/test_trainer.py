@@ -387,7 +387,7 @@ def test_deepspeed_without_the_library_is_a_clear_error(monkeypatch):
 
     from accelerate.utils import DistributedType
 
-    from hf_distill.teacher import prepare_teacher
+    from hf_distill.teachers import prepare_teacher
 
     real_import = builtins.__import__
 

@@ -30,7 +30,7 @@ from transformers import (
     XLMRobertaForSequenceClassification,
 )
 
-from hf_distill.student_init import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
+from hf_distill.students import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
 
 VOCAB = 64
 
