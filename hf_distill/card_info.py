@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import ModelCard
 
 from .hub import CONFIG_NAME, HF_DISTILL_CONFIG_KEY, README_NAME, WEIGHTS_NAME, _unwrap, is_timm_model
-from .model_card import DistillationCardInfo, ModelResult, build_model_card, is_hub_model_id, validate_model_card
+from .model_card import (
+    DistillationCardInfo,
+    ModelResult,
+    build_model_card,
+    is_hub_model_id,
+    is_hub_repo_id,
+    validate_model_card,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -160,15 +167,22 @@ def _auto_class(architecture: str) -> tuple[str, str | None]:
 
 
 def _model_id(model: nn.Module) -> str:
-    """Hub id (or name) of a model: transformers' `name_or_path`, timm's `hf_hub_id`/architecture, else its class."""
+    """Hub id or plain name of a teacher: transformers' `name_or_path` unless it is a local folder, the Hub id a
+    timm model was loaded from (`hf-hub:owner/name`), else timm's architecture or the model's class.
+
+    timm's `pretrained_cfg["hf_hub_id"]` is left out: timm sets it whether or not the Hub weights were loaded.
+    """
     config = getattr(model, "config", None)
     name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     if name:
-        return name if is_hub_model_id(name) else f"{type(model).__name__} (local checkpoint)"
+        local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+        return f"{type(model).__name__} (local checkpoint)" if local else name
+    built = getattr(model, "hf_distill_config", None)  # set by `hf_distill.timm_models`
+    if isinstance(built, dict) and built.get("model_name"):
+        return built["model_name"].removeprefix("hf-hub:")
     pretrained_cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(pretrained_cfg, dict) and pretrained_cfg.get("architecture"):
-        tag = f".{pretrained_cfg['tag']}" if pretrained_cfg.get("tag") else ""
-        return pretrained_cfg.get("hf_hub_id") or f"{pretrained_cfg['architecture']}{tag}"
+        return pretrained_cfg["architecture"]
     return type(model).__name__
 
 
@@ -190,9 +204,7 @@ def _apply_report(info: DistillationCardInfo, report: dict[str, Any] | None) -> 
         return
     info.task = report.get("task") or info.task
     info.dataset = report.get("dataset") or info.dataset
-    dataset_id = report.get("dataset_id") or (
-        report.get("dataset") if is_hub_model_id(report.get("dataset")) else None
-    )
+    dataset_id = report.get("dataset_id") or (report.get("dataset") if is_hub_repo_id(report.get("dataset")) else None)
     if dataset_id and dataset_id not in info.datasets:
         info.datasets = [dataset_id, *info.datasets]
     info.device = report.get("device") or info.device
@@ -204,6 +216,12 @@ def _apply_report(info: DistillationCardInfo, report: dict[str, Any] | None) -> 
     for key, entry in (report.get("models") or {}).items():
         if isinstance(entry, dict):
             info.results[key] = ModelResult.from_report(entry)
+    described = report.get("teacher")
+    if isinstance(described, dict) and (described.get("hub_id") or described.get("name")):
+        # written by the recipe that loaded or trained the teacher: it knows whether it is a Hub model as it is
+        info.teacher_id = described.get("hub_id") or described["name"]
+        info.teacher_origin = None if described.get("hub_id") else described.get("origin")
+        return
     teacher = info.results.get("teacher")
     if teacher is not None and teacher.model_name and (info.teacher_id is None or is_hub_model_id(teacher.model_name)):
         info.teacher_id = teacher.model_name

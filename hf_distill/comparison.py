@@ -25,6 +25,7 @@ from .plots import (
     soft_label_entropy,
 )
 from .report import build_report, format_summary, model_entry, prediction_metrics, write_report
+from .teacher_settings import save_teacher_settings, training_settings
 from .trainer import DistillationTrainer
 
 
@@ -74,6 +75,11 @@ class ComparisonSetup:
         save_model: `(model, folder) -> None`, saves a trained model so that it can be reloaded.
         teacher: a trained teacher; `None` trains one with `make_teacher`.
         teacher_name, student_name: names shown in the report.
+        teacher_settings: what the teacher was trained with, as recorded beside it (`hf_distill.teacher_settings`):
+            for a teacher trained here, the settings it is trained with (saved with it); for a given teacher, its
+            recorded settings, or `None` when unknown. The report states these, not this run's arguments.
+        teacher_origin: how the teacher came to be, for reports and cards (e.g. "trained locally by this recipe").
+        teacher_hub_id: the teacher's Hub id (`owner/name`) when it is used as loaded from the Hub, else `None`.
     """
 
     make_teacher: Callable[[], nn.Module]
@@ -90,6 +96,9 @@ class ComparisonSetup:
     make_train_dataset: Callable[[int], Any] | None = None
     task: str = "image-classification"
     notes: list[str] = field(default_factory=list)
+    teacher_settings: dict[str, Any] | None = None
+    teacher_origin: str | None = None
+    teacher_hub_id: str | None = None
 
 
 def train(
@@ -120,6 +129,19 @@ def predict_logits(
     return np.asarray(logits), np.asarray(output.label_ids)
 
 
+def teacher_arguments(
+    args: DistillationTrainingArguments, options: ComparisonArguments, name: str = "teacher"
+) -> DistillationTrainingArguments:
+    """Arguments of a teacher trained from scratch: labels only (`alpha=0`), its own epochs and learning rate."""
+    return dataclasses.replace(
+        args,
+        output_dir=os.path.join(args.output_dir, name),
+        alpha=0.0,
+        num_train_epochs=options.teacher_epochs or args.num_train_epochs,
+        learning_rate=options.teacher_learning_rate or args.learning_rate,
+    )
+
+
 def remove_empty_folders(root: str) -> None:
     """Delete the empty folders under `root` (the per-run output folders of runs that saved nothing)."""
     for folder, _, files in os.walk(root, topdown=False):
@@ -142,6 +164,9 @@ class Comparison:
             raise ValueError("The comparison needs at least one seed.")
         self.setup, self.args, self.options = setup, args, options
         self.state = PartialState()
+        self.teacher_settings = setup.teacher_settings
+        if setup.teacher is None and self.teacher_settings is None:
+            self.teacher_settings = training_settings(teacher_arguments(args, options))
 
     def _args(self, name: str, **overrides: Any) -> DistillationTrainingArguments:
         return dataclasses.replace(self.args, output_dir=os.path.join(self.args.output_dir, name), **overrides)
@@ -149,12 +174,7 @@ class Comparison:
     def train_teacher(self, train_dataset: Any, name: str = "teacher") -> tuple[nn.Module, list[dict[str, Any]]]:
         """Train a teacher from scratch with plain cross-entropy (`alpha=0`), seeded with `args.seed`."""
         set_seed(self.args.seed)
-        args = self._args(
-            name,
-            alpha=0.0,
-            num_train_epochs=self.options.teacher_epochs or self.args.num_train_epochs,
-            learning_rate=self.options.teacher_learning_rate or self.args.learning_rate,
-        )
+        args = teacher_arguments(self.args, self.options, name)
         return train(self.setup.make_teacher(), args, train_dataset, self.setup.eval_dataset)
 
     def run_students(
@@ -199,6 +219,8 @@ class Comparison:
             teacher, teacher_history = self.train_teacher(setup.train_dataset)
             if self.state.is_main_process:
                 setup.save_model(teacher, os.path.join(out, "teacher"))
+                # what a later run compares before reusing this teacher
+                save_teacher_settings(os.path.join(out, "teacher"), self.teacher_settings)
         teacher_time = time.perf_counter() - start
         teacher_logits, labels = predict_logits(teacher, self._args("teacher"), setup.eval_dataset)
         teacher_predictions = teacher_logits.argmax(-1)
@@ -299,18 +321,31 @@ class Comparison:
         }
         for filename, draw in plots.items():
             draw(os.path.join(out, filename))
+        # The teacher's budget as recorded when it was trained, not this run's arguments: a reused or given teacher
+        # may have been trained for other epochs. Left out when unknown.
+        recorded = self.teacher_settings or {}
+        teacher_budget = {
+            "teacher_epochs": recorded.get("teacher_epochs"),
+            "teacher_max_steps": recorded.get("max_steps"),
+        }
         distillation = {
             "alpha": self.args.alpha,
             "temperature": self.args.temperature,
             "loss": self.args.distillation_loss,
             "epochs": self.args.num_train_epochs,
-            "teacher_epochs": options.teacher_epochs or self.args.num_train_epochs,
+            **{key: value for key, value in teacher_budget.items() if value is not None},
             "learning_rate": self.args.learning_rate,
             "batch_size": self.args.per_device_train_batch_size,
             "processes": self.state.num_processes,
             "train_examples": len(setup.train_dataset),
             "eval_examples": len(setup.eval_dataset),
             "seeds": list(options.seeds),
+        }
+        teacher_entry = {
+            "name": setup.teacher_name,
+            "origin": setup.teacher_origin,
+            "hub_id": setup.teacher_hub_id,
+            "settings": self.teacher_settings,
         }
         report = build_report(
             setup.task,
@@ -328,6 +363,7 @@ class Comparison:
             plots=list(plots),
             timings=timings,
             notes=setup.notes,
+            teacher=teacher_entry,
         )
         write_report(report, out)
         print(format_summary(report, out))

@@ -48,7 +48,9 @@ class DistillationCardInfo:
     """Everything a distilled student's model card says; `hf_distill.card_info` fills it from a trainer or a folder.
 
     `library_name` is `"timm"`, `"transformers"` or `None` (a plain PyTorch module). `teacher_id` is shown as
-    "distilled from" and becomes `base_model` when it is a Hub model id. `training` holds the budget (epochs,
+    "distilled from", linked to the Hub and set as `base_model` only when it is a Hub model id (`owner/name`) and
+    no `teacher_origin` says otherwise; anything else (a timm architecture, a local folder) is shown as plain text,
+    followed by `teacher_origin` (e.g. "trained locally by this recipe"). `training` holds the budget (epochs,
     steps, batch size, learning rate, seeds, ...) in display order. `datasets` are Hub dataset ids, `dataset` the
     name shown in the card.
     """
@@ -61,6 +63,7 @@ class DistillationCardInfo:
     auto_class: str | None = None
     custom_timm_build: bool = False
     teacher_id: str | None = None
+    teacher_origin: str | None = None
     dataset: str | None = None
     datasets: list[str] = field(default_factory=list)
     alpha: float | None = None
@@ -75,8 +78,8 @@ class DistillationCardInfo:
     tags: list[str] = field(default_factory=list)
 
 
-def is_hub_model_id(name: str | None) -> bool:
-    """True for a string that is a valid Hub repo id and not a local path (`timm/resnet18.a1_in1k`, `gpt2`)."""
+def is_hub_repo_id(name: str | None) -> bool:
+    """True for a string that is a valid Hub repo id and not a local path (`uoft-cs/cifar10`, `cifar10`)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not name or os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
@@ -86,6 +89,14 @@ def is_hub_model_id(name: str | None) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def is_hub_model_id(name: str | None) -> bool:
+    """True for a Hub model id with its owner, `owner/name` (`timm/resnet18.a1_in1k`), that is not a local path.
+
+    A bare name is not one: timm's architectures (`resnet18`) and local folder names look the same.
+    """
+    return is_hub_repo_id(name) and "/" in name
 
 
 def build_model_card(info: DistillationCardInfo) -> ModelCard:
@@ -108,7 +119,7 @@ def build_model_card(info: DistillationCardInfo) -> ModelCard:
     tags = list(dict.fromkeys([*info.tags, *REQUIRED_TAGS, *([info.task] if info.task else [])]))
     data = ModelCardData(
         library_name=info.library_name,
-        base_model=info.teacher_id if is_hub_model_id(info.teacher_id) else None,
+        base_model=info.teacher_id if _hub_teacher(info) else None,
         datasets=info.datasets or None,
         license=info.license,
         language=info.language,
@@ -153,7 +164,7 @@ def validate_model_card(card: ModelCard) -> None:
 
 
 def _intro(info: DistillationCardInfo) -> str:
-    teacher = _teacher_link(info.teacher_id) if info.teacher_id else "a teacher model"
+    teacher = _teacher_link(info) if info.teacher_id else "a teacher model"
     student = f"`{info.student_architecture}`" if info.student_architecture else "a student"
     dataset = f" on {info.dataset}" if info.dataset else ""
     library = {"timm": "timm", "transformers": "🤗 transformers"}.get(info.library_name or "", "PyTorch")
@@ -165,7 +176,7 @@ def _intro(info: DistillationCardInfo) -> str:
 
 
 def _setup_section(info: DistillationCardInfo) -> str:
-    rows = [("Teacher", _teacher_link(info.teacher_id) if info.teacher_id else "—")]
+    rows = [("Teacher", _teacher_link(info) if info.teacher_id else "—")]
     teacher = info.results.get("teacher")
     if teacher and (teacher.parameters is not None or teacher.accuracy is not None):
         rows.append(("Teacher parameters / accuracy", f"{_count(teacher.parameters)} / {_percent(teacher)}"))
@@ -231,8 +242,16 @@ def _usage_section(info: DistillationCardInfo) -> str:
     return f"## How to use\n\n```python\n{code}```\n"
 
 
-def _teacher_link(teacher_id: str) -> str:
-    return f"[{teacher_id}](https://huggingface.co/{teacher_id})" if is_hub_model_id(teacher_id) else f"`{teacher_id}`"
+def _hub_teacher(info: DistillationCardInfo) -> bool:
+    """The teacher is a Hub model as it is: an `owner/name` id, not trained or fine-tuned elsewhere."""
+    return info.teacher_origin is None and is_hub_model_id(info.teacher_id)
+
+
+def _teacher_link(info: DistillationCardInfo) -> str:
+    """A link for a Hub model, plain text for anything else: `` `resnet18` (trained locally by this recipe) ``."""
+    if _hub_teacher(info):
+        return f"[{info.teacher_id}](https://huggingface.co/{info.teacher_id})"
+    return f"`{info.teacher_id}`" + (f" ({info.teacher_origin})" if info.teacher_origin else "")
 
 
 def _count(parameters: int | None) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import load_metric
+from .teacher_settings import describe_settings
 
 MODEL_ROLES = ("teacher", "student_scratch", "student_distilled")
 ROLE_TITLES = {
@@ -183,6 +184,16 @@ def ablation_table(ablation: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _teacher_lines(teacher: dict[str, Any] | None) -> list[str]:
+    """The teacher as it is: its Hub id or name, where it comes from, the settings recorded when it was trained."""
+    if not teacher:
+        return []
+    origin = f" ({teacher['origin']})" if teacher.get("origin") else ""
+    settings = teacher.get("settings")
+    trained = f"trained with {describe_settings(settings)}" if settings else "its training settings are not recorded"
+    return [f"Teacher: {teacher.get('hub_id') or teacher.get('name')}{origin}; {trained}."]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """`report.md`: settings, the models table, ratios, per-class errors, ablation and plots."""
     models = report["models"]
@@ -193,6 +204,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Task: {report['task']}, {report['num_classes']} classes. Measured on {report['device']}.",
         f"Distillation settings: {settings}.",
+        *_teacher_lines(report.get("teacher")),
         "",
         "Student accuracies are mean ± sample std over seeds; each seed's values are in report.json.",
         "Latency is the median time of one forward pass on one example; throughput uses batched forward passes.",

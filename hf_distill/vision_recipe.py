@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from transformers import HfArgumentParser
 
 from .benchmark import image_inputs
-from .comparison import ComparisonSetup
+from .comparison import ComparisonArguments, ComparisonSetup, teacher_arguments
 from .config import DistillationTrainingArguments
 from .image_data import (
     CIFAR10_HUB_ID,
@@ -25,7 +26,24 @@ from .image_data import (
     subsample,
     with_pixel_transform,
 )
-from .timm_models import check_model_name, create_image_model, load_image_model, model_display_name, save_image_model
+from .model_card import is_hub_model_id
+from .teacher_settings import (
+    check_reusable,
+    format_differences,
+    load_teacher_settings,
+    settings_differences,
+    training_settings,
+)
+from .timm_models import (
+    check_model_name,
+    create_image_model,
+    load_image_model,
+    model_display_name,
+    model_family,
+    save_image_model,
+)
+
+TRAINED_HERE = "trained locally by this recipe"
 
 
 @dataclass
@@ -66,7 +84,7 @@ class ImageDataArguments:
     horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips when training."})
     crop_padding: int = field(default=4, metadata={"help": "Zero padding of the random crop (0: no crop)."})
     random_affine: float = field(
-        default=0.0, metadata={"help": "Strength s of random rotation (15s deg), shift (10s %), scale (15s %)."}
+        default=0.0, metadata={"help": "Strength s of random rotation (15s deg), shift (10s %%), scale (15s %%)."}
     )
     split_seed: int = field(default=0, metadata={"help": "Seed of dataset splits and subsets."})
 
@@ -105,33 +123,82 @@ def _kwargs(text: str | None) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
 
+def _teacher_settings(
+    model_args: ImageModelArguments,
+    data_args: ImageDataArguments,
+    training_args: DistillationTrainingArguments,
+    comparison_args: ComparisonArguments,
+) -> dict[str, Any]:
+    """What a teacher trained by this run is trained with: its model, its training data and its own budget."""
+    patch_embed = model_family(model_args.teacher_model) == "patch_embed"
+    model = {
+        "teacher_model": model_args.teacher_model,
+        "teacher_model_kwargs": _kwargs(model_args.teacher_model_kwargs),
+        "pretrained": model_args.pretrained,
+        "cifar_stem": model_args.cifar_stem,
+        "patch_size": model_args.patch_size if patch_embed and model_args.cifar_stem else None,
+    }
+    # every data argument shapes the training images but the number of eval images
+    data = {key: value for key, value in dataclasses.asdict(data_args).items() if key != "max_eval_samples"}
+    return {**model, **data, **training_settings(teacher_arguments(training_args, comparison_args))}
+
+
+class _Teacher(NamedTuple):
+    model: Any  # None: trained by this run
+    settings: dict[str, Any] | None
+    origin: str | None
+    hub_id: str | None
+    note: str
+
+
 def _resolve_teacher(
-    model_args: ImageModelArguments, data_args: ImageDataArguments, output_dir: str, num_classes: int
-):
-    """The given or previously trained teacher, checked against the data, or `(None, note)` to train one."""
+    model_args: ImageModelArguments,
+    data_args: ImageDataArguments,
+    output_dir: str,
+    num_classes: int,
+    settings: dict[str, Any],
+) -> _Teacher:
+    """The teacher to distil from, checked against the data and this run's teacher `settings` before any training.
+
+    A given teacher (`--teacher_name_or_path`) is used as it is and reported with its recorded settings. One saved
+    to `<output_dir>/teacher` by an earlier run is reused only if it was trained with `settings`; without either,
+    the run trains one.
+    """
     path = model_args.teacher_name_or_path
     if path is not None:
         teacher = load_image_model(
             path, num_classes, model_args.teacher_model, model_args.cifar_stem, data_args.image_size
         )
-        return teacher, f"Teacher loaded from {path}."
+        local = os.path.isdir(os.path.expanduser(path))
+        recorded = load_teacher_settings(path) if local else None
+        hub_id = None if local else path.removeprefix("hf-hub:")
+        note = f"Teacher loaded from {path} and used as it is"
+        differences = settings_differences(recorded, settings) if recorded is not None else {}
+        if recorded is None:
+            note += "; the settings it was trained with were not recorded."
+        elif differences:  # the arguments of this run that did not shape the teacher
+            note += f", unlike this run's arguments: {format_differences(differences, 'teacher', 'this run')}."
+        else:
+            note += "."
+        origin = None if hub_id else (TRAINED_HERE if recorded else "local checkpoint")
+        return _Teacher(teacher, recorded, origin, hub_id if is_hub_model_id(hub_id) else None, note)
     default_dir = os.path.join(output_dir, "teacher")
     if not os.path.exists(os.path.join(default_dir, "config.json")):
-        return None, f"Teacher trained by this run and saved to {default_dir}."
+        return _Teacher(None, settings, TRAINED_HERE, None, f"Teacher trained by this run and saved to {default_dir}.")
+    recorded = check_reusable(default_dir, settings, "--teacher_name_or_path")
     teacher = load_image_model(default_dir, num_classes)
-    saved = teacher.hf_distill_config
-    if saved.get("model_name") != model_args.teacher_model or saved.get("dataset") != data_args.dataset:
-        raise ValueError(
-            f"{default_dir} holds a {saved.get('model_name')} teacher trained on {saved.get('dataset')!r}, not a "
-            f"{model_args.teacher_model} on {data_args.dataset!r}; use another --output_dir or delete that folder."
-        )
-    return teacher, f"Teacher reused from {default_dir} (trained by an earlier run; delete it to retrain)."
+    note = f"Teacher reused from {default_dir}: an earlier run trained it with these settings; delete it to retrain."
+    return _Teacher(teacher, recorded, TRAINED_HERE, None, note)
 
 
 def build_vision_setup(
-    model_args: ImageModelArguments, data_args: ImageDataArguments, training_args: DistillationTrainingArguments
+    model_args: ImageModelArguments,
+    data_args: ImageDataArguments,
+    training_args: DistillationTrainingArguments,
+    comparison_args: ComparisonArguments,
 ) -> ComparisonSetup:
-    """Load and check data and models, before any training: bad names, paths and label counts raise here."""
+    """Load and check data and models, before any training: bad names, paths, label counts and a saved teacher
+    trained with other settings raise here."""
     for name in (model_args.teacher_model, model_args.student_model):
         check_model_name(name)
     full = load_image_classification(  # all labelled images: ablations may take other subsets of them
@@ -180,8 +247,9 @@ def build_vision_setup(
     make_teacher = make(model_args.teacher_model, model_args.teacher_model_kwargs)
     make_student = make(model_args.student_model, model_args.student_model_kwargs)
     student = make_student()  # built once here so that a bad stem or kwargs fails before training
-    teacher, teacher_note = _resolve_teacher(model_args, data_args, training_args.output_dir, data.num_classes)
-    reference = teacher if teacher is not None else make_teacher()
+    settings = _teacher_settings(model_args, data_args, training_args, comparison_args)
+    teacher = _resolve_teacher(model_args, data_args, training_args.output_dir, data.num_classes, settings)
+    reference = teacher.model if teacher.model is not None else make_teacher()
     teacher_name = model_display_name(reference)
     check_num_classes(data.num_classes, reference.num_classes, teacher_name)
 
@@ -189,7 +257,7 @@ def build_vision_setup(
         model.hf_distill_config["dataset"] = data_args.dataset
         save_image_model(model, folder, data.class_names)
 
-    notes = [teacher_note]
+    notes = [teacher.note]
     if data_args.dataset == DIGITS:
         notes.append("Data: sklearn digits (8×8 images upsampled to 32×32), offline; split fixed by --split_seed.")
     return ComparisonSetup(
@@ -203,9 +271,12 @@ def build_vision_setup(
         student_name=model_display_name(student),
         dataset_name=data_args.dataset,
         save_model=save,
-        teacher=teacher,
+        teacher=teacher.model,
         make_train_dataset=make_train_dataset,
         notes=notes,
+        teacher_settings=teacher.settings,
+        teacher_origin=teacher.origin,
+        teacher_hub_id=teacher.hub_id,
     )
 
 

@@ -18,8 +18,9 @@ CIFAR-10 with the settings of recipes/configs/cifar10_resnet.json (options after
 
     python recipes/cifar_resnet.py recipes/configs/cifar10_resnet.json
 
-CIFAR-10 from the Hub (uoft-cs/cifar10); the teacher is trained first, saved to <output_dir>/teacher and reused by
-later runs with the same --output_dir:
+CIFAR-10 from the Hub (uoft-cs/cifar10); the teacher is trained first, saved to <output_dir>/teacher with the
+settings it was trained with, and reused by later runs with the same --output_dir and the same teacher settings (a run
+with other ones, e.g. another --teacher_epochs, stops before training and lists what differs):
 
     python recipes/cifar_resnet.py --output_dir out/cifar_resnet \
         --num_train_epochs 30 --teacher_epochs 60 --learning_rate 1e-3 --per_device_train_batch_size 128 \
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
 
     # ---- Dataset and models: loaded and checked (names, paths, label counts) before any training ----
-    setup = build_vision_setup(model_args, data_args, training_args)
+    setup = build_vision_setup(model_args, data_args, training_args, comparison_args)
 
     # ---- Training: teacher (unless given), then per seed a student from scratch and a distilled one ----
     report = Comparison(setup, training_args, comparison_args).run()

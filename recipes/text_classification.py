@@ -27,7 +27,9 @@ Launch:
     OMP_NUM_THREADS=1 python recipes/text_classification.py --offline_demo
 
 ``--teacher_epochs N`` fine-tunes the teacher on the labels first (``--teacher_learning_rate``, default
-``--learning_rate``) and saves it to ``<output_dir>/teacher``; without it the teacher is used as given.
+``--learning_rate``) and saves it to ``<output_dir>/teacher`` with the settings it was trained with
+(``teacher_settings.json``); without it the teacher is used as given. Pass such a folder as
+``--teacher_model_name_or_path`` to reuse its teacher: the report then states its recorded settings.
 ``--offline_demo`` only prepends the arguments of ``demo_args()``; any argument given after it overrides them.
 """
 
@@ -51,8 +53,10 @@ from transformers import (
 
 from hf_distill import DistillationTrainer, DistillationTrainingArguments
 from hf_distill.comparison import Comparison, ComparisonArguments, ComparisonSetup
+from hf_distill.model_card import is_hub_model_id
 from hf_distill.report import write_report
-from hf_distill.student_init import student_from_teacher
+from hf_distill.students import student_from_teacher
+from hf_distill.teacher_settings import load_teacher_settings, save_teacher_settings, training_settings
 from hf_distill.text_data import (
     benchmark_inputs,
     check_label_mapping,
@@ -129,6 +133,16 @@ def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Comparis
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def teacher_settings(model_args: ModelArguments, data_args: DataArguments,
+                     teacher_args: DistillationTrainingArguments) -> dict:
+    """What a teacher fine-tuned by this run is trained with, recorded beside it: the model it starts from, the
+    arguments that shape its training data (not the evaluation ones) and its own training budget."""
+    eval_only = ("validation_file", "eval_split", "max_eval_samples")
+    data = {key: value for key, value in dataclasses.asdict(data_args).items() if key not in eval_only}
+    return {"teacher_model_name_or_path": model_args.teacher_model_name_or_path, **data,
+            **training_settings(teacher_args)}
+
+
 def headline(report: dict) -> dict[str, float]:
     """DistilBERT's headline numbers for the distilled student against the teacher.
 
@@ -200,11 +214,16 @@ def main(argv: list[str] | None = None) -> dict | None:
         teacher_trainer.train()
         teacher_time = time.perf_counter() - teacher_time
         teacher_trainer.save_model()
+        settings = teacher_settings(model_args, data_args, teacher_args)
+        if teacher_args.should_save:
+            save_teacher_settings(teacher_args.output_dir, settings)
         teacher = teacher_trainer.model
     else:
         teacher_time = 0.0
         teacher = AutoModelForSequenceClassification.from_pretrained(model_args.teacher_model_name_or_path)
         check_label_mapping(teacher.config.id2label, teacher.config.num_labels, class_names)
+        # a teacher fine-tuned by an earlier run is reported with the settings recorded beside it
+        settings = load_teacher_settings(model_args.teacher_model_name_or_path)
 
     # ---- Student ----
     def make_student():
@@ -233,8 +252,20 @@ def main(argv: list[str] | None = None) -> dict | None:
     student = make_student()
     config = student.config
     teacher_name = "/".join(Path(model_args.teacher_model_name_or_path).parts[-2:])
-    finetuned = (f"fine-tuned by this run for {comparison_args.teacher_epochs:g} epochs"
-                 if comparison_args.teacher_epochs else "used as given")
+    if comparison_args.teacher_epochs:
+        finetuned = f"fine-tuned by this run for {comparison_args.teacher_epochs:g} epochs"
+    elif settings is not None:
+        finetuned = "used as given, fine-tuned by an earlier run (its recorded settings are above)"
+    else:
+        finetuned = "used as given"
+    if comparison_args.teacher_epochs or settings is not None:
+        origin, hub_id = "fine-tuned locally by this recipe", None
+    elif os.path.isdir(model_args.teacher_model_name_or_path):
+        origin, hub_id = "local checkpoint", None
+    elif is_hub_model_id(model_args.teacher_model_name_or_path):  # used as loaded from the Hub
+        origin, hub_id = None, model_args.teacher_model_name_or_path
+    else:  # a Hub name without its owner, such as bert-base-uncased
+        origin, hub_id = "from the Hub", None
     setup = ComparisonSetup(
         make_teacher=make_teacher,
         make_student=make_student,
@@ -251,6 +282,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         task="text-classification",
         notes=[f"Teacher: {model_args.teacher_model_name_or_path}, {finetuned}. Both students start from the "
                "teacher's layers; the one called 'from scratch' is trained on the labels alone."],
+        teacher_settings=settings,
+        teacher_origin=origin,
+        teacher_hub_id=hub_id,
     )
     report = Comparison(setup, training_args, comparison_args).run()
     if report is not None:  # the main process: add DistilBERT's headline to the report

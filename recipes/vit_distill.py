@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     model_args.student_model = model_args.student_model or student
 
     # ---- Dataset and models: loaded and checked (names, paths, label counts) before any training ----
-    setup = build_vision_setup(model_args, data_args, training_args)
+    setup = build_vision_setup(model_args, data_args, training_args, comparison_args)
 
     # ---- Training: teacher (unless given), then per seed a student from scratch and a distilled one ----
     report = Comparison(setup, training_args, comparison_args).run()

@@ -18,6 +18,7 @@ from hf_distill.model_card import (
     ModelResult,
     build_model_card,
     is_hub_model_id,
+    is_hub_repo_id,
     validate_model_card,
 )
 from hf_distill.modeling import count_parameters
@@ -223,10 +224,81 @@ def test_results_table_formats_known_and_missing_values() -> None:
     assert line == "| Distilled student (this model) (`s`) | 1.23M | 50.00 ± 1.00% | — | — |"
 
 
-def test_is_hub_model_id(tmp_path: Path) -> None:
-    assert is_hub_model_id("timm/resnet18.a1_in1k") and is_hub_model_id("gpt2")
+def test_is_hub_model_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert is_hub_model_id("timm/resnet18.a1_in1k") and is_hub_model_id("openai-community/gpt2")
     assert not is_hub_model_id(str(tmp_path)) and not is_hub_model_id("./local/model")
     assert not is_hub_model_id("BertModel (local checkpoint)") and not is_hub_model_id(None)
+    # a bare name is a timm architecture or a folder as often as a Hub model: not linked, not a base_model
+    assert not is_hub_model_id("resnet18") and not is_hub_model_id("gpt2")
+    (tmp_path / "out" / "teacher").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert not is_hub_model_id("out/teacher")  # an existing relative folder
+    assert is_hub_repo_id("cifar10")  # dataset ids keep their older, ownerless form
+
+
+def _teacher_card(tmp_path: Path, teacher_name: str, teacher: dict | None) -> ModelCard:
+    """The card of a timm output folder whose report names the teacher `teacher_name` (and describes it if given)."""
+    import timm
+
+    content = report()
+    content["models"]["teacher"]["model_name"] = teacher_name
+    if teacher is not None:
+        content["teacher"] = teacher
+    save_timm_model(timm.create_model("test_resnet", num_classes=3), str(tmp_path))
+    (tmp_path / "report.json").write_text(json.dumps(content))
+    card = card_from_output_dir(tmp_path, repo_id="org/resnet-distilled")
+    validate_model_card(card)
+    return card
+
+
+@pytest.mark.parametrize(
+    "teacher_name, teacher, shown",
+    [
+        (  # trained by a vision recipe: the timm architecture is no Hub model
+            "resnet18",
+            {"name": "resnet18", "origin": "trained locally by this recipe", "hub_id": None, "settings": {}},
+            "`resnet18` (trained locally by this recipe)",
+        ),
+        (  # a local folder whose name looks like an owner/name id
+            "out/teacher",
+            {"name": "out/teacher", "origin": "local checkpoint", "hub_id": None, "settings": None},
+            "`out/teacher` (local checkpoint)",
+        ),
+        ("resnet18", None, "`resnet18`"),  # a report written before teachers were described
+    ],
+)
+def test_card_shows_a_local_teacher_as_plain_text_without_base_model(
+    tmp_path: Path, teacher_name: str, teacher: dict | None, shown: str
+) -> None:
+    card = _teacher_card(tmp_path, teacher_name, teacher)
+    assert card.data.base_model is None and "base_model" not in str(card).split("\n---\n")[0]
+    assert "huggingface.co" not in str(card)
+    assert f"distilled from {shown} on cifar10" in card.text
+    assert f"| Teacher | {shown} |" in card.text
+
+
+def test_card_links_a_hub_teacher_and_sets_base_model(tmp_path: Path) -> None:
+    hub_teacher = {"name": "resnet18 (CIFAR stem)", "origin": None, "hub_id": "timm/resnet18.a1_in1k"}
+    card = _teacher_card(tmp_path, "hf-hub:timm/resnet18.a1_in1k", {**hub_teacher, "settings": None})
+    link = "[timm/resnet18.a1_in1k](https://huggingface.co/timm/resnet18.a1_in1k)"
+    assert card.data.base_model == "timm/resnet18.a1_in1k"
+    assert f"distilled from {link} on cifar10" in card.text and f"| Teacher | {link} |" in card.text
+    assert ModelCard(str(card)).data.base_model == "timm/resnet18.a1_in1k"
+
+
+def test_trainer_card_does_not_claim_timm_hub_weights_for_a_teacher_built_by_name(tmp_path: Path) -> None:
+    import timm
+
+    # timm fills `pretrained_cfg["hf_hub_id"]` even without pretrained weights: this teacher is no Hub model
+    teacher = timm.create_model("test_convnext", num_classes=3)
+    assert teacher.pretrained_cfg["hf_hub_id"].startswith("timm/")
+    args = make_args(tmp_path / "out")
+    student = timm.create_model("test_resnet", num_classes=3)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    trainer.create_model_card(model_name="student")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.base_model is None and "huggingface.co/timm" not in card.text
+    assert "| Teacher | `test_convnext` |" in card.text
 
 
 def test_cli_card_writes_readme_once(timm_output_dir: Path, capsys) -> None:

