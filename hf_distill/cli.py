@@ -90,8 +90,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _card(args: argparse.Namespace) -> int:
-    from .card_info import card_from_output_dir
-    from .hub import README_NAME
+    from .hub import README_NAME, card_from_output_dir
 
     path = Path(args.output_dir) / README_NAME
     if path.exists() and not args.force:

@@ -10,10 +10,11 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.utils.hub import hf_api
 
-from .card_info import create_model_card
 from .checkpoints import last_complete_checkpoint
 from .config import DistillationTrainingArguments
-from .hub import hub_errors, is_timm_model, save_timm_model
+from .hub.card_info import create_model_card
+from .hub.errors import hub_errors
+from .hub.timm_format import is_timm_model, save_timm_model
 from .metrics.counts import metrics_from_counts, prediction_counts
 from .modeling import (
     CACHED_TEACHER_LOGITS_KEY,

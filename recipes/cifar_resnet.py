@@ -36,13 +36,12 @@ A local dataset: --dataset path/to/image_folder (class_name/*.png) or a save_to_
 """
 
 from hf_distill import DistillationTrainingArguments
-from hf_distill.comparison import Comparison, ComparisonArguments
-from hf_distill.vision_recipe import (
+from hf_distill.evaluation.comparison import Comparison, ComparisonArguments
+from hf_distill.recipes.args import end_distributed, parse_recipe_args
+from hf_distill.recipes.vision import (
     ImageDataArguments,
     ImageModelArguments,
     build_vision_setup,
-    end_distributed,
-    parse_recipe_args,
 )
 
 

@@ -40,8 +40,8 @@ from transformers import (
 )
 
 from hf_distill import DistillationTrainer, DistillationTrainingArguments, HiddenStateCosineTerm
+from hf_distill.data.text import limit, load_text_dataset, select_splits, tokenize_for_mlm
 from hf_distill.students import student_from_teacher
-from hf_distill.text_data import limit, load_text_dataset, select_splits, tokenize_for_mlm
 
 # DistilBERT's loss weights (alpha_ce, alpha_mlm) and temperature; cosine_weight defaults to its alpha_cos.
 DISTILBERT_DEFAULTS = {"soft_weight": 5.0, "hard_weight": 2.0, "temperature": 2.0}
@@ -86,13 +86,16 @@ def load_mlm_teacher(name_or_path: str):
     """The teacher as ``AutoModelForMaskedLM``; a checkpoint without a trained MLM head is refused, not re-drawn."""
     teacher, info = AutoModelForMaskedLM.from_pretrained(name_or_path, output_loading_info=True)
     if info["missing_keys"]:
-        raise ValueError(f"{name_or_path} has no trained masked-LM head (missing weights: "
-                         f"{sorted(info['missing_keys'])}); a teacher for MLM distillation needs one.")
+        raise ValueError(
+            f"{name_or_path} has no trained masked-LM head (missing weights: "
+            f"{sorted(info['missing_keys'])}); a teacher for MLM distillation needs one."
+        )
     return teacher
 
 
-def build_trainer(model_args: ModelArguments, data_args: DataArguments,
-                  training_args: DistillationTrainingArguments) -> DistillationTrainer:
+def build_trainer(
+    model_args: ModelArguments, data_args: DataArguments, training_args: DistillationTrainingArguments
+) -> DistillationTrainer:
     """Teacher, half-depth student, masked-LM data and the triple loss, ready to ``train()``."""
     # ---- Model ----
     tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_model_name_or_path)
@@ -100,15 +103,18 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments,
     student = student_from_teacher(teacher, model_args.student_layers)
 
     # ---- Dataset ----
-    raw = load_text_dataset(data_args.dataset_name, data_args.dataset_config_name, data_args.train_file,
-                            data_args.validation_file)
+    raw = load_text_dataset(
+        data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file
+    )
     train_raw, eval_raw = select_splits(raw, require_eval=False)
-    train_dataset = tokenize_for_mlm(limit(train_raw, data_args.max_train_samples), tokenizer,
-                                     data_args.text_column, data_args.max_seq_length)
+    train_dataset = tokenize_for_mlm(
+        limit(train_raw, data_args.max_train_samples), tokenizer, data_args.text_column, data_args.max_seq_length
+    )
     eval_dataset = None
     if eval_raw is not None:
-        eval_dataset = tokenize_for_mlm(limit(eval_raw, data_args.max_eval_samples), tokenizer,
-                                        data_args.text_column, data_args.max_seq_length)
+        eval_dataset = tokenize_for_mlm(
+            limit(eval_raw, data_args.max_eval_samples), tokenizer, data_args.text_column, data_args.max_seq_length
+        )
     # Masks are drawn per batch (dynamic masking, as RoBERTa and DistilBERT): labels are -100 except at masked tokens,
     # so the trainer's soft and hard terms count exactly the masked positions.
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=data_args.mlm_probability)
@@ -116,8 +122,14 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments,
     # ---- Training ----
     extra_terms = [HiddenStateCosineTerm(model_args.cosine_weight)] if model_args.cosine_weight > 0 else []
     return DistillationTrainer(
-        model=student, teacher_model=teacher, args=training_args, train_dataset=train_dataset,
-        eval_dataset=eval_dataset, data_collator=collator, processing_class=tokenizer, extra_loss_terms=extra_terms,
+        model=student,
+        teacher_model=teacher,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        extra_loss_terms=extra_terms,
     )
 
 

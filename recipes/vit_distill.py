@@ -26,13 +26,12 @@ Offline, on the digits data with small models:
 from dataclasses import dataclass, field
 
 from hf_distill import DistillationTrainingArguments
-from hf_distill.comparison import Comparison, ComparisonArguments
-from hf_distill.vision_recipe import (
+from hf_distill.evaluation.comparison import Comparison, ComparisonArguments
+from hf_distill.recipes.args import end_distributed, parse_recipe_args
+from hf_distill.recipes.vision import (
     ImageDataArguments,
     ImageModelArguments,
     build_vision_setup,
-    end_distributed,
-    parse_recipe_args,
 )
 
 # teacher, student for each --pair

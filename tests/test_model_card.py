@@ -10,10 +10,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import save_file
 
 from hf_distill import DistillationTrainer
-from hf_distill.card_info import card_from_output_dir, card_info_from_output_dir
 from hf_distill.cli import main
-from hf_distill.hub import save_timm_model
-from hf_distill.model_card import (
+from hf_distill.hub import card_from_output_dir, card_info_from_output_dir, save_timm_model
+from hf_distill.hub.card import (
     DistillationCardInfo,
     ModelResult,
     build_model_card,

@@ -10,9 +10,7 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from hf_distill.card_info import card_from_output_dir
-from hf_distill.teacher_settings import load_teacher_settings, save_teacher_settings
-from hf_distill.text_data import (
+from hf_distill.data.text import (
     DATA_DIR,
     benchmark_inputs,
     check_label_mapping,
@@ -24,6 +22,8 @@ from hf_distill.text_data import (
     tokenize_for_mlm,
     tokenize_text_dataset,
 )
+from hf_distill.evaluation.teacher_settings import load_teacher_settings, save_teacher_settings
+from hf_distill.hub import card_from_output_dir
 from recipes import distilbert_mlm, text_classification
 
 

@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset, DatasetDict, Image
 from PIL import Image as PILImage
 
-from hf_distill.image_data import (
+from hf_distill.data.images import (
     build_transforms,
     check_num_classes,
     load_digits_dataset,
@@ -16,7 +16,7 @@ from hf_distill.image_data import (
     stratified_subset,
     with_pixel_transform,
 )
-from hf_distill.timm_models import (
+from hf_distill.recipes.timm_models import (
     check_model_name,
     create_image_model,
     load_image_model,

@@ -12,16 +12,15 @@ import pytest
 import torch
 
 from hf_distill import DistillationTrainingArguments
-from hf_distill.card_info import card_from_output_dir
-from hf_distill.comparison import ComparisonArguments
-from hf_distill.teacher_settings import SETTINGS_NAME, load_teacher_settings
-from hf_distill.timm_models import create_image_model, load_image_model, save_image_model
-from hf_distill.vision_recipe import (
+from hf_distill.evaluation.comparison import ComparisonArguments
+from hf_distill.evaluation.teacher_settings import SETTINGS_NAME, load_teacher_settings
+from hf_distill.hub import card_from_output_dir
+from hf_distill.recipes.args import config_to_argv, parse_recipe_args
+from hf_distill.recipes.timm_models import create_image_model, load_image_model, save_image_model
+from hf_distill.recipes.vision import (
     ImageDataArguments,
     ImageModelArguments,
     build_vision_setup,
-    config_to_argv,
-    parse_recipe_args,
 )
 from tests.test_vision_report import MODEL_KEYS
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_distill.benchmark import benchmark_model, image_inputs, size_on_disk_mb
-from hf_distill.modeling import count_parameters
-from hf_distill.plots import (
+from hf_distill.evaluation.benchmark import benchmark_model, image_inputs, size_on_disk_mb
+from hf_distill.evaluation.plots import (
     plot_confusion_matrices,
     plot_learning_curves,
     plot_per_class_error,
@@ -17,7 +16,7 @@ from hf_distill.plots import (
     soft_label_entropy,
     soft_labels,
 )
-from hf_distill.report import (
+from hf_distill.evaluation.report import (
     MODEL_ROLES,
     build_report,
     confusion_matrix,
@@ -27,6 +26,7 @@ from hf_distill.report import (
     prediction_metrics,
     write_report,
 )
+from hf_distill.modeling import count_parameters
 
 MODEL_KEYS = {
     "model_name",

@@ -5,16 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from transformers import HfArgumentParser
-
-from .benchmark import image_inputs
-from .comparison import ComparisonArguments, ComparisonSetup, teacher_arguments
-from .config import DistillationTrainingArguments
-from .image_data import (
+from ..config import DistillationTrainingArguments
+from ..data.images import (
     CIFAR10_HUB_ID,
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -26,14 +21,16 @@ from .image_data import (
     subsample,
     with_pixel_transform,
 )
-from .model_card import is_hub_model_id
-from .teacher_settings import (
+from ..evaluation.benchmark import image_inputs
+from ..evaluation.comparison import ComparisonArguments, ComparisonSetup, teacher_arguments
+from ..evaluation.teacher_settings import (
     check_reusable,
     format_differences,
     load_teacher_settings,
     settings_differences,
     training_settings,
 )
+from ..hub.card import is_hub_model_id
 from .timm_models import (
     check_model_name,
     create_image_model,
@@ -87,36 +84,6 @@ class ImageDataArguments:
         default=0.0, metadata={"help": "Strength s of random rotation (15s deg), shift (10s %%), scale (15s %%)."}
     )
     split_seed: int = field(default=0, metadata={"help": "Seed of dataset splits and subsets."})
-
-
-def config_to_argv(config: dict[str, Any]) -> list[str]:
-    """Command-line options from a config: `{"alpha": 0.9, "seeds": [0, 1], "flag": true}` →
-    `["--alpha", "0.9", "--seeds", "0", "1", "--flag", "true"]`."""
-    argv: list[str] = []
-    for key, value in config.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            argv += [f"--{key}", *map(str, value)]
-        elif isinstance(value, bool):
-            argv += [f"--{key}", str(value).lower()]
-        else:
-            argv += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    return argv
-
-
-def parse_recipe_args(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
-    """Parse command-line arguments into `dataclass_types`; a first argument ending in `.json` is a config file.
-
-    Options after the config file override it: `script.py recipes/configs/digits_demo.json --num_train_epochs 1`.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0].endswith(".json"):
-        if not os.path.isfile(argv[0]):
-            raise ValueError(f"Config file {argv[0]!r} does not exist.")
-        with open(argv[0]) as f:
-            argv = config_to_argv(json.load(f)) + argv[1:]
-    return HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=argv)
 
 
 def _kwargs(text: str | None) -> dict[str, Any]:
@@ -278,11 +245,3 @@ def build_vision_setup(
         teacher_origin=teacher.origin,
         teacher_hub_id=teacher.hub_id,
     )
-
-
-def end_distributed() -> None:
-    """Destroy the process group of an `accelerate launch` run, so that the processes exit cleanly."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

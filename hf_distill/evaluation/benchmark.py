@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .modeling import count_parameters
+from ..modeling import count_parameters
 
 
 @dataclass

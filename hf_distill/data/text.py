@@ -17,7 +17,12 @@ SHIPPED_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "movie_review_snippets": ("movie_review_snippets", ("negative", "positive")),
 }
 _DATA_FILE_BUILDERS = {
-    ".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".parquet": "parquet",
+    ".txt": "text",
 }
 EVAL_SPLIT_CANDIDATES: tuple[str, ...] = ("validation", "validation_matched", "valid", "dev", "test")
 TEXT_COLUMN_CANDIDATES: tuple[str, ...] = ("text", "sentence", "content", "review", "document")
@@ -66,14 +71,18 @@ def load_text_dataset(
             if not Path(path).is_file():
                 raise FileNotFoundError(f"{split} file {path!r} does not exist.")
         if len(suffixes) != 1 or next(iter(suffixes)) not in _DATA_FILE_BUILDERS:
-            raise ValueError(f"data files must share one extension among {', '.join(_DATA_FILE_BUILDERS)}; "
-                             f"got {sorted(files.values())}.")
+            raise ValueError(
+                f"data files must share one extension among {', '.join(_DATA_FILE_BUILDERS)}; "
+                f"got {sorted(files.values())}."
+            )
         suffix = next(iter(suffixes))
         kwargs = {"delimiter": "\t"} if suffix == ".tsv" else {}
         return datasets.load_dataset(_DATA_FILE_BUILDERS[suffix], data_files=files, **kwargs)
     if not dataset_name:
-        raise ValueError("give a dataset: dataset_name (a Hub id, a save_to_disk folder or a shipped dataset: "
-                         f"{', '.join(SHIPPED_DATASETS)}) or train_file/validation_file.")
+        raise ValueError(
+            "give a dataset: dataset_name (a Hub id, a save_to_disk folder or a shipped dataset: "
+            f"{', '.join(SHIPPED_DATASETS)}) or train_file/validation_file."
+        )
     if dataset_name in SHIPPED_DATASETS:
         return load_shipped_dataset(dataset_name)
     path = Path(dataset_name).expanduser()
@@ -81,18 +90,22 @@ def load_text_dataset(
         loaded = datasets.load_from_disk(str(path))
         return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
     if dataset_name.startswith(("/", "./", "../", "~")) or path.suffix.lower() in _DATA_FILE_BUILDERS:
-        raise FileNotFoundError(f"dataset folder {dataset_name!r} does not exist (for data files use "
-                                "train_file/validation_file).")
+        raise FileNotFoundError(
+            f"dataset folder {dataset_name!r} does not exist (for data files use train_file/validation_file)."
+        )
     try:
         return datasets.load_dataset(dataset_name, dataset_config_name)
     except ConnectionError as err:
-        raise ConnectionError(f"could not reach dataset {dataset_name!r} on the Hugging Face Hub ({err}). Offline, "
-                              "use train_file/validation_file, a save_to_disk folder, or a shipped dataset: "
-                              f"{', '.join(SHIPPED_DATASETS)}.") from err
+        raise ConnectionError(
+            f"could not reach dataset {dataset_name!r} on the Hugging Face Hub ({err}). Offline, "
+            "use train_file/validation_file, a save_to_disk folder, or a shipped dataset: "
+            f"{', '.join(SHIPPED_DATASETS)}."
+        ) from err
 
 
-def select_splits(dataset: DatasetDict, train_split: str = "train", eval_split: str | None = None,
-                  require_eval: bool = True) -> tuple[Dataset, Dataset | None]:
+def select_splits(
+    dataset: DatasetDict, train_split: str = "train", eval_split: str | None = None, require_eval: bool = True
+) -> tuple[Dataset, Dataset | None]:
     """``(train, eval)`` splits; ``eval_split=None`` takes the first of ``EVAL_SPLIT_CANDIDATES`` present.
 
     Without any of them, raises ``ValueError`` if ``require_eval``, else returns ``None`` for the eval split.
@@ -104,8 +117,10 @@ def select_splits(dataset: DatasetDict, train_split: str = "train", eval_split: 
         if eval_split is None and not require_eval:
             return dataset[train_split], None
         if eval_split is None:
-            raise ValueError(f"no evaluation split among {EVAL_SPLIT_CANDIDATES} in the dataset (splits: "
-                             f"{list(dataset)}); name one with eval_split or give a validation_file.")
+            raise ValueError(
+                f"no evaluation split among {EVAL_SPLIT_CANDIDATES} in the dataset (splits: "
+                f"{list(dataset)}); name one with eval_split or give a validation_file."
+            )
     elif eval_split not in dataset:
         raise ValueError(f"no split {eval_split!r} in the dataset; splits: {list(dataset)}.")
     return dataset[train_split], dataset[eval_split]
@@ -132,14 +147,18 @@ def encode_labels(dataset: DatasetDict, label_column: str = "label") -> tuple[Da
         names = sorted({str(v) for part in dataset.values() for v in part.unique(label_column)})
         return dataset.cast_column(label_column, ClassLabel(names=names)), names
     if isinstance(feature, Value) and not feature.dtype.startswith(("int", "uint")):
-        raise ValueError(f"label column {label_column!r} holds {feature.dtype} values; text classification needs "
-                         "integer or string class labels (regression is not supported).")
+        raise ValueError(
+            f"label column {label_column!r} holds {feature.dtype} values; text classification needs "
+            "integer or string class labels (regression is not supported)."
+        )
     values = {split: [int(v) for v in part.unique(label_column)] for split, part in dataset.items()}
     negatives = {split: sorted(v for v in found if v < 0) for split, found in values.items()}
     negatives = {split: found for split, found in negatives.items() if found}
     if negatives:
-        raise ValueError(f"negative labels {negatives} in column {label_column!r}: such splits (e.g. GLUE test "
-                         "sets) have no labels; use labelled splits only.")
+        raise ValueError(
+            f"negative labels {negatives} in column {label_column!r}: such splits (e.g. GLUE test "
+            "sets) have no labels; use labelled splits only."
+        )
     if isinstance(feature, ClassLabel):
         return dataset, list(feature.names)
     names = [str(i) for i in range(max(max(found) for found in values.values()) + 1)]
@@ -171,8 +190,10 @@ def check_label_mapping(
     classes. Generic names such as ``LABEL_0`` cannot be checked and are accepted.
     """
     if num_labels != len(class_names):
-        raise ValueError(f"{what} predicts {num_labels} labels but the dataset has {len(class_names)} classes "
-                         f"{list(class_names)}; use a model with a matching head or the right label_column.")
+        raise ValueError(
+            f"{what} predicts {num_labels} labels but the dataset has {len(class_names)} classes "
+            f"{list(class_names)}; use a model with a matching head or the right label_column."
+        )
     model_names = [str((id2label or {}).get(i, "")).lower() for i in range(num_labels)]
     data_names = [str(name).lower() for name in class_names]
     if set(model_names) == set(data_names) and model_names != data_names:
@@ -216,8 +237,9 @@ def tokenize_text_dataset(
     return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="Tokenizing")
 
 
-def tokenize_for_mlm(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, text_column: str | None = None,
-                     block_size: int = 128) -> Dataset:
+def tokenize_for_mlm(
+    dataset: Dataset, tokenizer: PreTrainedTokenizerBase, text_column: str | None = None, block_size: int = 128
+) -> Dataset:
     """Token blocks for masked-LM training, as in transformers' ``run_mlm.py``.
 
     Each non-blank text is tokenised with its special tokens (``[CLS] ... [SEP]``), all are concatenated and cut into
@@ -232,13 +254,16 @@ def tokenize_for_mlm(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, text_
     dataset = dataset.filter(lambda batch: [bool(t and t.strip()) for t in batch[text_column]], batched=True)
     if len(dataset) == 0:
         raise ValueError(f"column {text_column!r} holds no non-blank text.")
-    tokenized = dataset.map(lambda batch: tokenizer(batch[text_column]), batched=True, remove_columns=columns,
-                            desc="Tokenizing")
+    tokenized = dataset.map(
+        lambda batch: tokenizer(batch[text_column]), batched=True, remove_columns=columns, desc="Tokenizing"
+    )
 
     def group(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
         joined = {key: list(itertools.chain.from_iterable(values)) for key, values in batch.items()}
         total = len(joined["input_ids"])
-        return {key: [values[i:i + block_size] for i in range(0, total, block_size)] for key, values in joined.items()}
+        return {
+            key: [values[i : i + block_size] for i in range(0, total, block_size)] for key, values in joined.items()
+        }
 
     # blocks are cut within batches of 1000 texts, so each batch's last block may be shorter
     return tokenized.map(group, batched=True, batch_size=1000, desc=f"Grouping into blocks of {block_size}")
@@ -249,8 +274,8 @@ def benchmark_inputs(
 ) -> Callable[[int], dict[str, Tensor]]:
     """``n -> tokenised batch`` of ``n`` of ``texts`` (cycled), padded to exactly ``max_length`` tokens.
 
-    For ``hf_distill.benchmark.benchmark_model``: every timed batch has shape ``(n, max_length)``, so latency and
-    throughput do not depend on which sentences were drawn.
+    For ``hf_distill.evaluation.benchmark.benchmark_model``: every timed batch has shape ``(n, max_length)``, so
+    latency and throughput do not depend on which sentences were drawn.
     """
     if not texts:
         raise ValueError("benchmark_inputs needs at least one text.")

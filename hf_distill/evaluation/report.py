@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import load_metric
+from ..metrics import load_metric
 from .teacher_settings import describe_settings
 
 MODEL_ROLES = ("teacher", "student_scratch", "student_distilled")

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import ModelCard
 
-from .hub import CONFIG_NAME, HF_DISTILL_CONFIG_KEY, README_NAME, WEIGHTS_NAME, _unwrap, is_timm_model
-from .model_card import (
+from ..modeling import count_parameters
+from .card import (
     DistillationCardInfo,
     ModelResult,
     build_model_card,
@@ -20,6 +20,8 @@ from .model_card import (
     is_hub_repo_id,
     validate_model_card,
 )
+from .files import CONFIG_NAME, HF_DISTILL_CONFIG_KEY, README_NAME, WEIGHTS_NAME
+from .timm_format import _unwrap, is_timm_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,8 +53,6 @@ def create_model_card(trainer: Trainer, output_dir: str, **kwargs: Any) -> Model
 
 def card_info_from_trainer(trainer: Trainer, output_dir: str, **kwargs: Any) -> DistillationCardInfo:
     """`DistillationCardInfo` from a trainer after training, completed by `output_dir/report.json` if present."""
-    from .modeling import count_parameters
-
     args, student = trainer.args, _unwrap(trainer.model)
     teacher = getattr(trainer, "teacher_model", None)
     teacher = _unwrap(teacher) if teacher is not None else None
@@ -177,7 +177,7 @@ def _model_id(model: nn.Module) -> str:
     if name:
         local = os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
         return f"{type(model).__name__} (local checkpoint)" if local else name
-    built = getattr(model, "hf_distill_config", None)  # set by `hf_distill.timm_models`
+    built = getattr(model, "hf_distill_config", None)  # set by `hf_distill.recipes.timm_models`
     if isinstance(built, dict) and built.get("model_name"):
         return built["model_name"].removeprefix("hf-hub:")
     pretrained_cfg = getattr(model, "pretrained_cfg", None)

@@ -14,9 +14,10 @@ from accelerate import PartialState
 from torch import nn
 from transformers import set_seed
 
+from ..config import DistillationTrainingArguments
+from ..trainer import DistillationTrainer
 from .ablation import DATA_KEYS, DISTILLATION_ONLY_KEYS, ablation_entry, check_settings, parse_setting
 from .benchmark import benchmark_model, device_description
-from .config import DistillationTrainingArguments
 from .plots import (
     plot_confusion_matrices,
     plot_learning_curves,
@@ -26,7 +27,6 @@ from .plots import (
 )
 from .report import build_report, format_summary, model_entry, prediction_metrics, write_report
 from .teacher_settings import save_teacher_settings, training_settings
-from .trainer import DistillationTrainer
 
 
 @dataclass
@@ -75,8 +75,8 @@ class ComparisonSetup:
         save_model: `(model, folder) -> None`, saves a trained model so that it can be reloaded.
         teacher: a trained teacher; `None` trains one with `make_teacher`.
         teacher_name, student_name: names shown in the report.
-        teacher_settings: what the teacher was trained with, as recorded beside it (`hf_distill.teacher_settings`):
-            for a teacher trained here, the settings it is trained with (saved with it); for a given teacher, its
+        teacher_settings: what the teacher was trained with, as recorded beside it (`.teacher_settings`): for a
+            teacher trained here, the settings it is trained with (saved with it); for a given teacher, its
             recorded settings, or `None` when unknown. The report states these, not this run's arguments.
         teacher_origin: how the teacher came to be, for reports and cards (e.g. "trained locally by this recipe").
         teacher_hub_id: the teacher's Hub id (`owner/name`) when it is used as loaded from the Hub, else `None`.
@@ -224,9 +224,7 @@ class Comparison:
         teacher_time = time.perf_counter() - start
         teacher_logits, labels = predict_logits(teacher, self._args("teacher"), setup.eval_dataset)
         teacher_predictions = teacher_logits.argmax(-1)
-        teacher_metrics = prediction_metrics(
-            teacher_predictions, labels, len(setup.class_names), teacher_predictions
-        )
+        teacher_metrics = prediction_metrics(teacher_predictions, labels, len(setup.class_names), teacher_predictions)
         runs = self.run_students(teacher, teacher_predictions, setup.train_dataset, "students", {})
         students_time = time.perf_counter() - start - teacher_time
         ablation = [

@@ -9,7 +9,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from .hub import WEIGHTS_NAME
+from .files import WEIGHTS_NAME
 
 REQUIRED_TAGS = ("knowledge-distillation", "hf_distill")
 PIPELINE_TASKS = ("image-classification", "text-classification", "token-classification", "text-generation")
@@ -213,7 +213,7 @@ def _usage_section(info: DistillationCardInfo) -> str:
     repo = info.repo_id or info.model_name
     if info.library_name == "timm" and info.custom_timm_build:
         code = (
-            "from hf_distill.timm_models import load_image_model\n\n"
+            "from hf_distill.recipes.timm_models import load_image_model\n\n"
             f'model = load_image_model("{repo}").eval()  # rebuilds the modified stem timm cannot\n'
         )
     elif info.library_name == "timm":

@@ -1,0 +1,5 @@
+"""Datasets the recipes train on: image and text classification from the Hub, local folders or shipped data.
+
+- :mod:`.images`: image classification datasets, transforms and the offline sklearn digits.
+- :mod:`.text`: text classification datasets and the shipped movie-review sentences.
+"""
