@@ -11,7 +11,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Value
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent  # the shipped datasets live beside this module
 # Datasets shipped with the package, loadable offline by name: name -> (folder under DATA_DIR, class names).
 SHIPPED_DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "movie_review_snippets": ("movie_review_snippets", ("negative", "positive")),
