@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .config import DistillationTrainingArguments
+from .hooks import FeatureRecorder
 from .losses import (
     DIVERGENCES,
     cosine_hidden_loss,
@@ -16,19 +17,35 @@ from .losses import (
 )
 from .metrics import classification_metrics, load_metric
 from .students import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
-from .terms import DistillationBatch, HardLabelTerm, HiddenStateCosineTerm, LossTerm, SoftTargetTerm, TermLoss
+from .teachers import TeacherEnsemble
+from .terms import (
+    DistillationBatch,
+    DISTTerm,
+    DKDTerm,
+    FeatureTerm,
+    HardLabelTerm,
+    HiddenStateCosineTerm,
+    LossTerm,
+    SoftTargetTerm,
+    TermLoss,
+)
 from .trainer import DistillationTrainer
 
 __all__ = [
+    "DISTTerm",
     "DIVERGENCES",
+    "DKDTerm",
     "SUPPORTED_MODEL_TYPES",
     "DistillationBatch",
     "DistillationTrainer",
     "DistillationTrainingArguments",
+    "FeatureRecorder",
+    "FeatureTerm",
     "HardLabelTerm",
     "HiddenStateCosineTerm",
     "LossTerm",
     "SoftTargetTerm",
+    "TeacherEnsemble",
     "TermLoss",
     "__version__",
     "classification_metrics",

@@ -1,5 +1,6 @@
 """Training arguments for knowledge distillation."""
 
+import json
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -9,6 +10,34 @@ from transformers import TrainingArguments
 from .losses import DIVERGENCES
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
+DISTILLATION_METHODS = ("kd", "dkd", "dist")
+# Non-negative weights of the DKD and DIST terms.
+_METHOD_WEIGHTS = ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma")
+
+
+def _parse_teacher_weights(weights: Any) -> list[float] | dict[str, float] | None:
+    """`teacher_weights` as a list or dict of finite non-negative numbers with a positive sum (JSON text parsed)."""
+    if weights is None:
+        return None
+    if isinstance(weights, str):
+        try:
+            weights = json.loads(weights)
+        except ValueError:
+            weights = None
+    if isinstance(weights, tuple):
+        weights = list(weights)
+    values = weights.values() if isinstance(weights, dict) else weights if isinstance(weights, list) else None
+    if (
+        not values
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        or min(values) < 0
+        or sum(values) <= 0
+    ):
+        raise ValueError(
+            "teacher_weights must be a list of non-negative numbers (one per teacher) or a dict from teacher name to "
+            f"such a number, with a positive sum; on the command line JSON such as '[0.7, 0.3]'. Got {weights!r}."
+        )
+    return weights
 
 
 @dataclass
@@ -48,6 +77,32 @@ class DistillationTrainingArguments(TrainingArguments):
         teacher_model_init_kwargs (`dict` or `str`, *optional*):
             Keyword arguments for `from_pretrained` when `teacher_model` is given as a Hub id or path; on the command
             line a JSON object (`'{"torch_dtype": "bfloat16"}'`), as for the dict fields of `TrainingArguments`.
+        distillation_method (`str`, *optional*, defaults to `"kd"`):
+            The teacher term: `kd` (Hinton's soft targets with `distillation_loss`), `dkd` (decoupled KD, Zhao et al.,
+            2022, see `dkd_alpha`, `dkd_beta`, `dkd_warmup_steps`) or `dist` (DIST, Huang et al., 2022, see
+            `dist_beta`, `dist_gamma`). Each uses `temperature` and the soft weight; the hard term stays.
+        dkd_alpha (`float`, *optional*, defaults to `1.0`):
+            DKD's weight of the target-class term (TCKD), >= 0.
+        dkd_beta (`float`, *optional*, defaults to `8.0`):
+            DKD's weight of the non-target-class term (NCKD), >= 0: 8.0 on CIFAR-100, 0.5 on ImageNet in the paper.
+        dkd_warmup_steps (`int`, *optional*, defaults to `0`):
+            Optimizer steps over which the DKD loss ramps up as `min(step / dkd_warmup_steps, 1)` (mdistiller warms
+            up over 20 epochs); 0 turns the warm-up off.
+        dist_beta (`float`, *optional*, defaults to `1.0`):
+            DIST's weight of the inter-class relation, >= 0.
+        dist_gamma (`float`, *optional*, defaults to `1.0`):
+            DIST's weight of the intra-class relation, >= 0.
+        logit_standardization (`bool`, *optional*, defaults to `False`):
+            Z-score student and teacher logits per example before the teacher term (Sun et al., "Logit
+            Standardization in Knowledge Distillation", CVPR 2024). The T² factor stays and T acts on logits of unit
+            standard deviation; the authors use T = 2 with a soft weight of 9 on CIFAR-100.
+        teacher_weights (`list[float]` or `dict[str, float]`, *optional*):
+            With several teachers (a list or dict as `teacher_model`), the weight of each (list order, or dict keys):
+            the soft target is the weighted mean of the teachers' tempered probabilities. Non-negative, normalised to
+            sum to 1; equal weights by default. On the command line a JSON list or object (`'[0.7, 0.3]'`).
+        teacher_column (`str`, *optional*):
+            With several teachers, a dataset column routing each example to one teacher instead of mixing them: an
+            integer index into the list of teachers, or a key of the dict of teachers.
 
     The hard term honours the Trainer's `label_smoothing_factor` exactly as the Trainer's label smoother does. A plain
     `TrainingArguments` given to [`DistillationTrainer`] is converted with [`from_training_arguments`].
@@ -93,6 +148,33 @@ class DistillationTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Keyword arguments for from_pretrained when the teacher is given as a Hub id or path."},
     )
+    distillation_method: str = field(
+        default="kd",
+        metadata={
+            "help": "Teacher term: kd (Hinton's soft targets), dkd (decoupled KD) or dist (DIST).",
+            "choices": list(DISTILLATION_METHODS),
+        },
+    )
+    dkd_alpha: float = field(default=1.0, metadata={"help": "DKD's weight (>= 0) of the target-class term TCKD."})
+    dkd_beta: float = field(default=8.0, metadata={"help": "DKD's weight (>= 0) of the non-target-class term NCKD."})
+    dkd_warmup_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps over which the DKD loss ramps up linearly; 0 for none."}
+    )
+    dist_beta: float = field(default=1.0, metadata={"help": "DIST's weight (>= 0) of the inter-class relation."})
+    dist_gamma: float = field(default=1.0, metadata={"help": "DIST's weight (>= 0) of the intra-class relation."})
+    logit_standardization: bool = field(
+        default=False,
+        metadata={"help": "Z-score student and teacher logits per example before the teacher term (Sun et al.)."},
+    )
+    # `str` second in the union: HfArgumentParser reads the field as a string (JSON), parsed in __post_init__.
+    teacher_weights: list[float] | str | dict[str, float] | None = field(
+        default=None,
+        metadata={"help": "Weight of each of several teachers: a JSON list, or a JSON object keyed like the teachers"},
+    )
+    teacher_column: str | None = field(
+        default=None,
+        metadata={"help": "Dataset column routing each example to one of several teachers (list index or dict key)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,7 +182,7 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def _validate_distillation_fields(self) -> None:
         """Raise a `ValueError` naming the field for any distillation setting out of range (NaN and inf included)."""
-        for name in ("alpha", "temperature", "jsd_beta", "soft_weight", "hard_weight"):
+        for name in ("alpha", "temperature", "jsd_beta", "soft_weight", "hard_weight", *_METHOD_WEIGHTS):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
@@ -129,6 +211,20 @@ class DistillationTrainingArguments(TrainingArguments):
                 "teacher_model_init_kwargs must be a dict, or on the command line a JSON object such as "
                 f'\'{{"torch_dtype": "bfloat16"}}\'; got {self.teacher_model_init_kwargs!r}.'
             )
+        if self.distillation_method not in DISTILLATION_METHODS:
+            raise ValueError(
+                f"distillation_method must be one of {list(DISTILLATION_METHODS)}, got {self.distillation_method!r}."
+            )
+        for name in _METHOD_WEIGHTS:
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not (isinstance(self.dkd_warmup_steps, int) and self.dkd_warmup_steps >= 0):
+            raise ValueError(f"dkd_warmup_steps must be an integer >= 0, got {self.dkd_warmup_steps!r}.")
+        self.teacher_weights = _parse_teacher_weights(self.teacher_weights)
+        if self.teacher_column is not None and not (isinstance(self.teacher_column, str) and self.teacher_column):
+            raise ValueError(f"teacher_column must be a column name, got {self.teacher_column!r}.")
+        if self.teacher_column is not None and self.teacher_weights is not None:
+            raise ValueError("teacher_column routes each example to one teacher, so teacher_weights cannot apply too.")
 
     @classmethod
     def from_training_arguments(

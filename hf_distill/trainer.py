@@ -1,20 +1,16 @@
 """`DistillationTrainer`: a `transformers.Trainer` whose loss learns from a frozen teacher."""
 
-import os
 from collections import defaultdict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from transformers import Trainer, TrainingArguments
-from transformers.trainer import TRAINING_ARGS_NAME
-from transformers.utils.hub import hf_api
 
 from .checkpoints import last_complete_checkpoint
 from .config import DistillationTrainingArguments
-from .hub.card_info import create_model_card
-from .hub.errors import hub_errors
-from .hub.timm_format import is_timm_model, save_timm_model
+from .feature_training import FeatureTermsMixin
+from .hub.trainer_mixin import HubExportMixin
 from .metrics.counts import metrics_from_counts, prediction_counts
 from .modeling import (
     CACHED_TEACHER_LOGITS_KEY,
@@ -24,13 +20,13 @@ from .modeling import (
     is_transformers_model,
     teacher_forward,
 )
-from .teachers import check_no_shared_parameters, load_teacher, prepare_teacher
-from .terms import DistillationBatch, HardLabelTerm, LossTerm, SoftTargetTerm
-from .terms.combine import align_batch, weighted_sum
+from .teachers import TeacherEnsemble, check_teacher_settings, prepare_teachers, routing_collator
+from .terms import DistillationBatch, HardLabelTerm, LossTerm, soft_term
+from .terms.combine import align_batch, check_term_names, weighted_sum
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
     """A drop-in `transformers.Trainer` that distils a frozen `teacher_model` into the trained `model` (the student).
 
     The loss is a weighted sum of named terms, by default (Hinton et al., 2015)
@@ -54,8 +50,12 @@ class DistillationTrainer(Trainer):
             loaded with `args.teacher_model_init_kwargs`; or `None` when the batches carry precomputed
             `teacher_logits` or no term needs a teacher (e.g. `alpha=0`). It is frozen, moved and (with
             `teacher_dtype`) cast in place, as the Trainer does with its model, and never saved. It may share no
-            parameter with the student.
-        extra_loss_terms: further [`LossTerm`]s added to the soft and hard ones (e.g. DistilBERT's cosine term).
+            parameter with the student. A list or dict of such teachers makes a [`TeacherEnsemble`]: the soft target
+            is the mean of their tempered probabilities weighted by `args.teacher_weights`, or, with
+            `args.teacher_column`, each example's own teacher.
+        extra_loss_terms: further [`LossTerm`]s added to the teacher and hard ones (e.g. DistilBERT's cosine term, or
+            [`FeatureTerm`]s on intermediate outputs, whose hooks and projections are handled by
+            [`FeatureTermsMixin`]).
         **kwargs: everything else `transformers.Trainer` takes, by keyword.
     """
 
@@ -66,7 +66,7 @@ class DistillationTrainer(Trainer):
         model: nn.Module | None = None,
         args: TrainingArguments | None = None,
         *trainer_args: Any,
-        teacher_model: nn.Module | str | None = None,
+        teacher_model: nn.Module | str | list | dict | None = None,
         extra_loss_terms: list[LossTerm] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -81,9 +81,10 @@ class DistillationTrainer(Trainer):
                 )
             raise TypeError(f"args must be TrainingArguments or DistillationTrainingArguments, got {given}.{hint}")
         args = DistillationTrainingArguments.from_training_arguments(args)
-        if teacher_model is not None and not isinstance(teacher_model, (nn.Module, str)):
+        if teacher_model is not None and not isinstance(teacher_model, (nn.Module, str, list, tuple, dict)):
             raise TypeError(
-                f"teacher_model must be an nn.Module, a Hub id or a local path, got {type(teacher_model).__name__}."
+                f"teacher_model must be an nn.Module, a Hub id or a local path (or a list or dict of them), got "
+                f"{type(teacher_model).__name__}."
             )
         super().__init__(model, args, *trainer_args, **kwargs)
         if self.compute_loss_func is not None:
@@ -94,7 +95,7 @@ class DistillationTrainer(Trainer):
 
         soft_weight, hard_weight = args.loss_weights
         self.loss_terms: list[LossTerm] = [
-            SoftTargetTerm(soft_weight, args.temperature, args.distillation_loss, args.jsd_beta),
+            soft_term(args),
             HardLabelTerm(hard_weight, args.label_smoothing_factor),
             *(extra_loss_terms or []),
         ]
@@ -102,15 +103,11 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 "Every loss term has weight 0 (soft_weight, hard_weight and extra terms), so nothing would be trained."
             )
+        check_term_names(self.loss_terms)
         check_single_logit(num_logits(self.model), soft_weight, args.distillation_loss)
-        self.teacher_model = None
-        if isinstance(teacher_model, str):
-            teacher_model = load_teacher(teacher_model, self.model, args.teacher_model_init_kwargs)
-        if teacher_model is not None:
-            if teacher_model is self.model:
-                raise ValueError("teacher_model is the student itself; pass a separate (copied) teacher.")
-            check_no_shared_parameters(teacher_model, self.model)
-            self.teacher_model = prepare_teacher(teacher_model, self.accelerator, args.teacher_dtype)
+        self.teacher_model = prepare_teachers(teacher_model, self.model, self.accelerator, args)
+        check_teacher_settings(self.teacher_model, args, self.loss_terms)
+        self.data_collator = routing_collator(self.data_collator, self.teacher_model)
         self._needs_hidden_states = any(getattr(term, "needs_hidden_states", False) for term in self.loss_terms)
         # compute_loss normalises by `num_items_in_batch` itself, so the Trainer must count it and not rescale the loss
         # for gradient accumulation a second time.
@@ -124,6 +121,7 @@ class DistillationTrainer(Trainer):
         self._eval_counts: Tensor | None = None
         self._num_examples_in_batch: Tensor | None = None
         self._checked_datasets: set[int] = set()
+        self._init_feature_terms()  # a wrong module name fails here (see FeatureTermsMixin)
 
     # ---- Loss ----
 
@@ -137,6 +135,8 @@ class DistillationTrainer(Trainer):
             return cached_logits, None
         if self.teacher_model is None:
             return None, None
+        if isinstance(self.teacher_model, TeacherEnsemble):
+            return self.teacher_model(inputs, self._needs_hidden_states)
         return teacher_forward(self.teacher_model, inputs, self._needs_hidden_states)
 
     def compute_loss(
@@ -146,18 +146,25 @@ class DistillationTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Tensor | int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
-        inputs = dict(inputs)
-        labels = inputs.pop("labels", None)
-        cached_teacher_logits = inputs.pop(CACHED_TEACHER_LOGITS_KEY, None)
-        student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
-        teacher_logits, teacher_outputs = self.get_teacher_outputs(inputs, cached_teacher_logits)
+        teacher_inputs = dict(inputs)  # with the column routing examples to several teachers, if any
+        labels = teacher_inputs.pop("labels", None)
+        cached_teacher_logits = teacher_inputs.pop(CACHED_TEACHER_LOGITS_KEY, None)
+        inputs = {key: value for key, value in teacher_inputs.items() if key != self.args.teacher_column}
+        self._set_up_feature_terms(teacher_inputs)
+        with self._feature_hooks():
+            student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
+            teacher_logits, teacher_outputs = self.get_teacher_outputs(teacher_inputs, cached_teacher_logits)
+            features = self._recorded_features()
         batch = align_batch(
             inputs, student_logits, teacher_logits, labels, student_outputs, teacher_outputs, self._loss_shifts_labels
         )
+        batch.student_features, batch.teacher_features = features
+        batch.step = self.state.global_step + int(model.training)
         if teacher_logits is not None:
             check_single_logit(batch.student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
             check_teacher_logits(batch.teacher_logits, batch.soft_mask, self.state.global_step)
         loss = self._weighted_sum(batch, num_items_in_batch, training=model.training)
+        self._clear_features()
         if not model.training:
             self._count_eval_predictions(batch)
         return (loss, {"logits": student_logits}) if return_outputs else loss
@@ -256,38 +263,6 @@ class DistillationTrainer(Trainer):
                 logits, loss = forward_model(model, inputs)[0], None
         return loss, (None if prediction_loss_only else logits.detach()), None
 
-    # ---- Saving and the Hub ----
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Save the student (never the teacher): timm students in timm's own Hub format, others as the Trainer does."""
-        if not is_timm_model(self.model):
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if self.args.should_save:
-            save_timm_model(self.model, output_dir, state_dict=state_dict)
-            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-
-    def push_to_hub(self, *args: Any, **kwargs: Any) -> Any:
-        """`Trainer.push_to_hub` (the student and its card, never the teacher), with Hub errors made clear."""
-        output_name = os.path.basename(os.path.abspath(self.args.output_dir))
-        repo_id = self.hub_model_id or self.args.hub_model_id or output_name
-        with hub_errors(repo_id, hf_api().endpoint, self.args.output_dir):
-            return super().push_to_hub(*args, **kwargs)
-
-    def create_model_card(self, **kwargs: Any) -> None:
-        """Write the student's model card (`README.md`): teacher, data, distillation settings and results."""
-        if self.is_world_process_zero():
-            create_model_card(self, self.args.output_dir, **kwargs)
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """`Trainer.init_hf_repo`, which the constructor calls with `push_to_hub=True`, with Hub errors made clear.
-
-        An unreachable Hub or a refused token raises the same `HubPushError` as a failed `push_to_hub`.
-        """
-        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        with hub_errors(repo_id, hf_api().endpoint, self.args.output_dir):
-            super().init_hf_repo(token=token, private=private)
-
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """`Trainer.train`, where `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint.
 
@@ -308,10 +283,13 @@ class DistillationTrainer(Trainer):
     # ---- Data ----
 
     def _set_signature_columns_if_needed(self) -> None:
-        """Keep cached teacher logits, and the input column a plain `nn.Module` student is called with."""
+        """Keep cached teacher logits, the column routing examples to teachers, and the input column a plain
+        `nn.Module` student is called with."""
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
             self._signature_columns.append(CACHED_TEACHER_LOGITS_KEY)
+            if self.args.teacher_column is not None:
+                self._signature_columns.append(self.args.teacher_column)
             if not is_transformers_model(self.model):
                 self._signature_columns.extend(PLAIN_MODULE_INPUT_KEYS)
 

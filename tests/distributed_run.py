@@ -1,6 +1,7 @@
 """A tiny distillation run that the distributed tests launch with `python` or `accelerate launch`.
 
-Writes `final.safetensors` (student weights), `log_history.json` and `process_<rank>.json` into `--output_dir`.
+Writes `final.safetensors` (student weights), `log_history.json` and `process_<rank>.json` into `--output_dir`; with
+`--feature_term 1` also `projectors.safetensors`, the trained projection of a FitNets hint to a wider teacher.
 """
 
 import argparse
@@ -11,12 +12,31 @@ import time
 
 import torch
 from safetensors.torch import save_file
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hf_distill import DistillationTrainer  # noqa: E402
-from tests.conftest import make_args, text_dataset, tiny_bert  # noqa: E402
+from hf_distill import DistillationTrainer, FeatureTerm  # noqa: E402
+from tests.conftest import NUM_LABELS, VOCAB_SIZE, make_args, text_dataset, tiny_bert  # noqa: E402
+
+HIDDEN_LAYER = "bert.encoder.layer.1"
+
+
+def wide_teacher() -> BertForSequenceClassification:
+    """A teacher with hidden size 24 where the student has 16: a hint between them needs a projection."""
+    torch.manual_seed(2)
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=NUM_LABELS,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    return BertForSequenceClassification(config)
 
 
 class RecordSteps(TrainerCallback):
@@ -43,6 +63,7 @@ def main() -> None:
     parser.add_argument("--label_smoothing_factor", type=float, default=0.0)
     parser.add_argument("--unlabelled_every", type=int, default=0, help="Label every k-th example -100.")
     parser.add_argument("--plain_trainer", type=int, default=0, help="1: train with transformers.Trainer instead.")
+    parser.add_argument("--feature_term", type=int, default=0, help="1: add an L2 hint on a layer's hidden states.")
     cli = parser.parse_args()
 
     args = make_args(
@@ -91,7 +112,8 @@ def main() -> None:
             args,
             train_dataset=dataset,
             callbacks=[recorder],
-            teacher_model=tiny_bert(seed=2, layers=3),
+            teacher_model=wide_teacher() if cli.feature_term else tiny_bert(seed=2, layers=3),
+            extra_loss_terms=[FeatureTerm(HIDDEN_LAYER, HIDDEN_LAYER, "l2", weight=2.0)] if cli.feature_term else None,
         )
     trainer.train(resume_from_checkpoint=cli.resume_from_checkpoint)
 
@@ -111,6 +133,9 @@ def main() -> None:
     if trainer.is_world_process_zero():
         state = {key: value.detach().contiguous() for key, value in trainer.model.state_dict().items()}
         save_file(state, os.path.join(cli.output_dir, "final.safetensors"))
+        if getattr(trainer, "projectors", None) is not None:
+            projectors = {key: value.detach().contiguous() for key, value in trainer.projectors.state_dict().items()}
+            save_file(projectors, os.path.join(cli.output_dir, "projectors.safetensors"))
         with open(os.path.join(cli.output_dir, "log_history.json"), "w") as f:
             json.dump(trainer.state.log_history, f)
     trainer.accelerator.end_training()

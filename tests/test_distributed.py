@@ -150,3 +150,16 @@ def test_two_process_alpha_zero_with_label_smoothing_equals_the_plain_trainer(tm
     distilled, plain = _losses(tmp_path / "distilled"), _losses(tmp_path / "plain")
     for step in plain:
         assert distilled[step] == pytest.approx(plain[step], abs=TOLERANCE)
+
+
+def test_two_process_feature_hint_with_a_projection_matches_one_process(tmp_path):
+    """A FitNets hint through a learned projection (outside the DDP-wrapped student): the projection's gradients are
+    averaged over processes like the student's, so both train as one process with the same global batch does."""
+    options = dict(max_steps=4, feature_term=1)
+    _run([sys.executable], tmp_path / "one", per_device_train_batch_size=8, **options)
+    _run(LAUNCH_TWO, tmp_path / "two", per_device_train_batch_size=4, **options)
+    assert _max_difference(_weights(tmp_path / "one"), _weights(tmp_path / "two")) < TOLERANCE
+    one, two = (load_file(str(tmp_path / run / "projectors.safetensors")) for run in ("one", "two"))
+    assert set(one) == {"l2_bert_encoder_layer_1.weight", "l2_bert_encoder_layer_1.bias"}
+    assert _max_difference(one, two) < TOLERANCE
+    assert "l2_bert.encoder.layer.1_loss" in json.loads((tmp_path / "two" / "log_history.json").read_text())[0]

@@ -1,15 +1,22 @@
 """Named, weighted loss terms that the trainer sums, wiring the pure losses of :mod:`hf_distill.losses` to a batch."""
 
 from .base import DistillationBatch, LossTerm, Normalizer, TermLoss
-from .features import HiddenStateCosineTerm
+from .features import FEATURE_LOSSES, FeatureTerm, HiddenStateCosineTerm, make_projection
+from .logit_methods import DISTTerm, DKDTerm, soft_term
 from .logits import HardLabelTerm, SoftTargetTerm
 
 __all__ = [
+    "FEATURE_LOSSES",
+    "DISTTerm",
+    "DKDTerm",
     "DistillationBatch",
+    "FeatureTerm",
     "HardLabelTerm",
     "HiddenStateCosineTerm",
     "LossTerm",
     "Normalizer",
     "SoftTargetTerm",
     "TermLoss",
+    "make_projection",
+    "soft_term",
 ]

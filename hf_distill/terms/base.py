@@ -1,6 +1,6 @@
 """What a loss term sees (an aligned batch), what it returns (a per-position loss), and the protocol it follows."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from torch import Tensor
@@ -24,6 +24,11 @@ class DistillationBatch:
             the labelled tokens, else the attention mask, for token-level logits.
         student_outputs: the student's raw output (a `ModelOutput` for transformers models, a tensor for timm).
         teacher_outputs: the teacher's raw output, or `None`.
+        student_features: the student's intermediate outputs recorded by module path, for the modules that the
+            terms name in `student_modules` (see :class:`hf_distill.hooks.FeatureRecorder`); they carry gradients.
+        teacher_features: the teacher's, for `teacher_modules`, detached.
+        step: the optimizer step this batch trains, counted from 1 (`TrainerState.global_step + 1`); in evaluation,
+            the number of steps completed. Terms with a schedule (DKD's warm-up) read it.
     """
 
     inputs: dict[str, Any]
@@ -34,6 +39,9 @@ class DistillationBatch:
     soft_mask: Tensor | None = None
     student_outputs: Any = None
     teacher_outputs: Any = None
+    student_features: dict[str, Tensor] = field(default_factory=dict)
+    teacher_features: dict[str, Tensor] = field(default_factory=dict)
+    step: int = 0
 
 
 Normalizer = Literal["labels", "examples", "batch"]
@@ -64,7 +72,11 @@ class LossTerm(Protocol):
 
     Optional attributes the trainer honours: `needs_teacher` (default `True`) and `needs_labels` (default `False`):
     without them the term is skipped if its weight is zero, an error otherwise; `needs_hidden_states` (default
-    `False`) asks both models for `hidden_states`.
+    `False`) asks both models for `hidden_states`; `student_modules` and `teacher_modules` (default empty): module
+    paths whose outputs the trainer records into `batch.student_features` / `batch.teacher_features`;
+    `setup(student_features, teacher_features)`: called once before training with the features of a first batch,
+    to check their shapes and return the term's own trainable module (a projection) or `None`. The trainer trains
+    such a module with the student and keeps it in checkpoints, but never in the saved student.
     """
 
     name: str

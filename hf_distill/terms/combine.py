@@ -45,6 +45,13 @@ def align_batch(
     )
 
 
+def check_term_names(terms: list[LossTerm]) -> None:
+    """Refuse two terms of the same name: each is logged as `<name>_loss`, and one would hide the other."""
+    names = [term.name for term in terms]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Loss terms are logged by name, which must be distinct; got {names}.")
+
+
 def can_compute(term: LossTerm, batch: DistillationBatch, training: bool = True) -> bool:
     """Whether the batch has what `term` needs; an error if it has not and the term has a non-zero weight.
 
