@@ -47,7 +47,7 @@ def loss_call(name: str, student, teacher, args):
 # ---- Memory, in a subprocess of its own ----
 
 
-def _profiled_bytes(fn) -> tuple[int, int]:
+def profiled_bytes(fn) -> tuple[int, int]:
     """(peak, final) of the bytes torch allocates on the CPU while `fn` runs, relative to its start."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -91,10 +91,10 @@ def measure_memory(name: str, batch: int, length: int, args) -> dict[str, float]
         pass
     student.grad = None
     losses = []  # holds the loss, and so what its graph keeps, until the profiler has stopped
-    results["kept"] = _profiled_bytes(lambda: losses.append(loss_call(name, student, teacher, args)))[1] / unit
+    results["kept"] = profiled_bytes(lambda: losses.append(loss_call(name, student, teacher, args)))[1] / unit
     losses.clear()
     student.grad = None
-    results["peak"] = _profiled_bytes(lambda: loss_call(name, student, teacher, args).backward())[0] / unit
+    results["peak"] = profiled_bytes(lambda: loss_call(name, student, teacher, args).backward())[0] / unit
     return results
 
 

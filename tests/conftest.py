@@ -17,11 +17,13 @@ NUM_LABELS = 3
 VOCAB_SIZE = 40
 
 
-def tiny_bert(num_labels: int = NUM_LABELS, seed: int = 0, layers: int = 2) -> BertForSequenceClassification:
+def tiny_bert(
+    num_labels: int = NUM_LABELS, seed: int = 0, layers: int = 2, hidden_size: int = 16
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=16,
+        hidden_size=hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=32,

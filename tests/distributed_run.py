@@ -12,31 +12,19 @@ import time
 
 import torch
 from safetensors.torch import save_file
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+from transformers import BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hf_distill import DistillationTrainer, FeatureTerm  # noqa: E402
-from tests.conftest import NUM_LABELS, VOCAB_SIZE, make_args, text_dataset, tiny_bert  # noqa: E402
+from tests.conftest import make_args, text_dataset, tiny_bert  # noqa: E402
 
 HIDDEN_LAYER = "bert.encoder.layer.1"
 
 
 def wide_teacher() -> BertForSequenceClassification:
     """A teacher with hidden size 24 where the student has 16: a hint between them needs a projection."""
-    torch.manual_seed(2)
-    config = BertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=24,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=NUM_LABELS,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert(seed=2, hidden_size=24)
 
 
 class RecordSteps(TrainerCallback):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM, TrainerCallback
+from transformers import BertForSequenceClassification, LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from hf_distill import DistillationTrainer, FeatureRecorder, FeatureTerm
 from hf_distill.losses import attention_transfer_loss, rkd_angle_loss, rkd_distance_loss, similarity_preserving_loss
@@ -28,19 +28,7 @@ def _resnet(seed: int = 0) -> torch.nn.Module:
 
 def _wide_bert(seed: int = 2, hidden_size: int = 24) -> BertForSequenceClassification:
     """A teacher wider than `tiny_bert` (16), so that hints need a projection."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-        num_labels=NUM_LABELS,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    return BertForSequenceClassification(config)
+    return tiny_bert(seed=seed, hidden_size=hidden_size)
 
 
 def _images(n: int = 4) -> torch.Tensor:

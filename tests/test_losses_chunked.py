@@ -118,16 +118,9 @@ def test_chunked_rejects_bad_arguments():
 
 def _peak_bytes(fn) -> int:
     """Peak of the bytes torch allocates on the CPU while `fn` runs, relative to its start."""
-    from torch.profiler import ProfilerActivity, profile
+    from benchmarks.loss_memory import profiled_bytes
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = [event for event in prof.profiler.kineto_results.events() if event.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda event: event.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak
+    return profiled_bytes(fn)[0]
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
