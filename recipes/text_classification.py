@@ -40,7 +40,8 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
 from hf_distill import DistillationTrainer, student_from_teacher
 from hf_distill.data.text import benchmark_inputs
-from hf_distill.evaluation.comparison import Comparison, ComparisonSetup
+from hf_distill.evaluation.arguments import ComparisonSetup
+from hf_distill.evaluation.comparison import Comparison
 from hf_distill.evaluation.report import write_report
 from hf_distill.recipes.text import (
     describe_teacher,
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     # ---- Dataset ----
     # The student reads the teacher's token ids, so the teacher's tokenizer serves both.
     tokenizer = AutoTokenizer.from_pretrained(model_args.teacher_model_name_or_path)
-    data = load_text_data(data_args, tokenizer, pad_to_max_length=model_args.compare_with_scratch)
+    # Rows keep their own lengths: every run pads each batch to its longest row.
+    data = load_text_data(data_args, tokenizer, pad_to_max_length=False)
     collated = dict(data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
 
     # ---- Teacher: fine-tuned here with --teacher_epochs, else used as given ----
@@ -70,8 +72,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
 
     # ---- Student ----
+    # In a comparison with a teacher fine-tuned here, the students copy the layers of the checkpoint the teacher
+    # started from, not of the fine-tuned teacher: the student trained on the labels alone then knows no label
+    # beyond its own training set (in the transfer set, only the labelled part).
+    from_checkpoint = model_args.compare_with_scratch and bool(comparison_args.teacher_epochs)
+    load_source = teacher_loader(model_args, data.class_names) if from_checkpoint else (lambda: teacher)
+
     def make_student():
-        student = student_from_teacher(teacher, model_args.student_layers)
+        student = student_from_teacher(load_source(), model_args.student_layers)
         student.config.update(label_mappings(data.class_names))
         return student
 
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     config = student.config
     teacher_name = "/".join(Path(model_args.teacher_model_name_or_path).parts[-2:])
     finetuned, origin, hub_id = describe_teacher(model_args, comparison_args, settings)
+    student_source = "that checkpoint before fine-tuning, with a new head" if from_checkpoint else "the teacher"
     setup = ComparisonSetup(
         make_teacher=teacher_loader(model_args, data.class_names),
         make_student=make_student,
@@ -118,12 +127,15 @@ def main(argv: list[str] | None = None) -> dict | None:
         teacher=teacher,
         task="text-classification",
         notes=[
-            f"Teacher: {model_args.teacher_model_name_or_path}, {finetuned}. Both students start from the "
-            "teacher's layers; the one called 'from scratch' is trained on the labels alone."
+            f"Teacher: {model_args.teacher_model_name_or_path}, {finetuned}. Both students start from layers "
+            f"{config.distillation_teacher_layers} of {student_source}; the one called 'from scratch' is trained on "
+            "the labels alone."
         ],
         teacher_settings=settings,
         teacher_origin=origin,
         teacher_hub_id=hub_id,
+        teacher_trained_on_train_set=True if comparison_args.teacher_epochs else None,
+        data_collator=collated["data_collator"],
     )
     report = Comparison(setup, training_args, comparison_args).run()
     if report is not None:  # the main process: add DistilBERT's headline to the report

@@ -4,10 +4,12 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict
+from scipy import stats
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
 
 from hf_distill.data.text import (
@@ -246,7 +248,7 @@ def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, cs
         "--teacher_model_name_or_path", tiny_classifier_dir, "--teacher_epochs", "1",
         "--train_file", csv_files["train"], "--validation_file", csv_files["validation"],
         "--label_column", "sentiment", "--max_seq_length", "24", "--max_steps", "2", "--compare_with_scratch",
-        "--seeds", "0", "--benchmark_batch_size", "4", *_common_args(output_dir),
+        "--seeds", "0", "1", "--labelled_fraction", "0.25", "--benchmark_batch_size", "4", *_common_args(output_dir),
     ])
     saved = json.loads((output_dir / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
@@ -256,13 +258,27 @@ def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, cs
         for key in ("parameters", "size_mb", "accuracy", "agreement", "latency_ms", "throughput_per_s",
                     "confusion_matrix", "per_class_error"):
             assert entry[key] is not None, (role, key)
-        assert sum(map(sum, entry["confusion_matrix"])) == 16
+        assert sum(map(sum, entry["confusion_matrix"])) == 16 * (1 if role == "teacher" else 2)  # summed over seeds
     teacher, student = saved["models"]["teacher"], saved["models"]["student_distilled"]
     assert teacher["agreement"] == 1.0
     assert student["parameters"] == saved["models"]["student_scratch"]["parameters"] < teacher["parameters"]
     assert saved["headline"]["accuracy_kept"] == pytest.approx(student["accuracy"] / teacher["accuracy"])
     assert saved["headline"]["parameter_reduction"] == pytest.approx(1 - student["parameters"] / teacher["parameters"])
     assert "keeps" in (output_dir / "report.md").read_text()
+    # both settings, paired by seed: 24 training sentences, a quarter of them labelled in the transfer set
+    same, transfer = saved["settings"]
+    assert (same["setting"], same["labelled_examples"], same["unlabelled_examples"]) == ("same_data", 24, 0)
+    assert (transfer["setting"], transfer["labelled_examples"], transfer["unlabelled_examples"]) == (
+        "transfer_set", 6, 18)
+    for item in (same, transfer):
+        assert item["max_steps"] == 2 and item["eval_examples"] == 16 and item["seeds"] == [0, 1]
+        differences = np.subtract(item["student_distilled_accuracies"], item["student_scratch_accuracies"])
+        half = stats.t.ppf(0.975, 1) * differences.std(ddof=1) / np.sqrt(2)
+        assert item["difference_ci95"] == pytest.approx([differences.mean() - half, differences.mean() + half])
+        assert isinstance(item["significant"], bool)
+    assert saved["teacher"]["trained_on_train_set"] is True
+    # the students copy the checkpoint the teacher was fine-tuned from, not the fine-tuned teacher
+    assert "of that checkpoint before fine-tuning" in saved["notes"][0]
     # the fine-tuned teacher and the distilled student, each with the tokenizer
     assert BertForSequenceClassification.from_pretrained(output_dir / "teacher").config.num_hidden_layers == 4
     recorded = load_teacher_settings(str(output_dir / "teacher"))  # what it was fine-tuned with, beside it
@@ -316,7 +332,8 @@ def test_offline_demo_arguments(tmp_path, minilm_dir):
         ["--offline_demo", "--num_train_epochs", "1", "--output_dir", str(tmp_path)])
     assert Path(model_args.teacher_model_name_or_path) == minilm_dir
     assert data_args.dataset_name == "movie_review_snippets" and model_args.compare_with_scratch
-    assert comparison_args.seeds == [0] and comparison_args.teacher_epochs == 2
+    assert comparison_args.seeds == [0, 1, 2] and comparison_args.labelled_fraction == 0.1
+    assert comparison_args.teacher_epochs == 2
     assert training_args.num_train_epochs == 1 and training_args.output_dir == str(tmp_path)  # user args win
 
 
@@ -326,9 +343,11 @@ def test_offline_demo_on_the_shipped_minilm(tmp_path):
     report = text_classification.main([
         "--offline_demo", "--output_dir", str(tmp_path), "--max_train_samples", "32", "--max_eval_samples", "32",
         "--max_seq_length", "24", "--teacher_epochs", "0.25", "--max_steps", "1", "--disable_tqdm", "true",
+        "--seeds", "0",
     ])
     assert report["models"]["teacher"]["parameters"] > 2e7  # the 6-layer, 384-wide MiniLM
     assert report["distillation"]["student_layers"] == [0, 2, 4]
+    assert [item["setting"] for item in report["settings"]] == ["same_data", "transfer_set"]
     assert (tmp_path / "report.md").is_file()
 
 

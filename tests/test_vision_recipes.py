@@ -8,11 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from hf_distill import DistillationTrainingArguments
-from hf_distill.evaluation.comparison import ComparisonArguments
+from hf_distill.evaluation import comparison
+from hf_distill.evaluation.arguments import ComparisonArguments
+from hf_distill.evaluation.settings import training_labels
 from hf_distill.evaluation.teacher_settings import SETTINGS_NAME, load_teacher_settings
 from hf_distill.hub import card_from_output_dir
 from hf_distill.recipes.args import config_to_argv, parse_recipe_args
@@ -77,6 +81,10 @@ def check_report(output_dir, seeds=2):
         assert 0.0 <= entry["accuracy"] <= 1.0 and entry["parameters"] > 0 and entry["latency_ms"] > 0
         assert sum(map(sum, entry["confusion_matrix"])) == 30 * len(entry["accuracies"])
     assert report["models"]["teacher"]["agreement"] == 1.0
+    same = report["settings"][0]  # the models' students are the same-data setting's
+    assert same["setting"] == "same_data" and same["eval_examples"] == 30
+    assert same["student_scratch_accuracies"] == report["models"]["student_scratch"]["accuracies"]
+    assert same["student_distilled_accuracies"] == report["models"]["student_distilled"]["accuracies"]
     markdown = (Path(output_dir) / "report.md").read_text()
     assert "| Distilled student |" in markdown and "## Per-class error (%)" in markdown
     for plot in PLOTS:
@@ -84,16 +92,70 @@ def check_report(output_dir, seeds=2):
     return report
 
 
-def test_cifar_recipe_end_to_end_with_ablation_and_teacher_reuse(tmp_path):
+def record_student_runs(monkeypatch):
+    """Record each training run of the comparison: (setting folder, role, examples, labelled examples, max_steps,
+    steps trained)."""
+    calls, train = [], comparison.train
+
+    def recording_train(model, args, train_dataset, eval_dataset, teacher=None, data_collator=None):
+        labels = training_labels(train_dataset)
+        model, history = train(model, args, train_dataset, eval_dataset, teacher, data_collator)
+        role = os.path.basename(args.output_dir).split("-seed")[0]
+        setting = os.path.basename(os.path.dirname(args.output_dir))
+        calls.append((setting, role, len(labels), int((labels != -100).sum()), args.max_steps, history[-1]["step"]))
+        return model, history
+
+    monkeypatch.setattr(comparison, "train", recording_train)
+    return calls
+
+
+def check_settings(report, calls, output_dir):
+    """Same data and transfer set: each student run's data, labels and optimizer steps, and the report's statistics
+    recomputed from its per-seed accuracies."""
+    students = [call for call in calls if call[0] in ("students", "transfer_set")]
+    assert {(setting, role, n, labelled) for setting, role, n, labelled, *_ in students} == {
+        ("students", "student_scratch", 40, 40),
+        ("students", "student_distilled", 40, 40),
+        ("transfer_set", "student_scratch", 10, 10),  # the labelled quarter alone
+        ("transfer_set", "student_distilled", 40, 10),  # the same quarter labelled, the rest at -100
+    }
+    assert len(students) == 8
+    assert all(max_steps == steps == 3 for *_, max_steps, steps in students)  # ceil(40 / 16) steps, one epoch
+    same, transfer = report["settings"]
+    assert (same["setting"], same["labelled_examples"], same["unlabelled_examples"]) == ("same_data", 40, 0)
+    assert (transfer["setting"], transfer["labelled_examples"], transfer["unlabelled_examples"]) == (
+        "transfer_set",
+        10,
+        30,
+    )
+    for item in (same, transfer):
+        assert item["max_steps"] == 3 and item["eval_examples"] == 30 and item["seeds"] == [0, 1]
+        differences = np.subtract(item["student_distilled_accuracies"], item["student_scratch_accuracies"])
+        mean, sd = differences.mean(), differences.std(ddof=1)
+        half = stats.t.ppf(0.975, 1) * sd / np.sqrt(2)
+        assert item["difference_mean"] == pytest.approx(mean)
+        assert item["difference_ci95"] == pytest.approx([mean - half, mean + half])
+        assert item["significant"] == bool(mean - half > 0 or mean + half < 0)
+    saved = json.loads((output_dir / "report.json").read_text())
+    assert saved["settings"] == json.loads(json.dumps(report["settings"]))
+    assert saved["teacher"]["trained_on_train_set"] is True and saved["distillation"]["labelled_fraction"] == 0.25
+    markdown = (output_dir / "report.md").read_text()
+    assert "## When distillation pays" in markdown and "trained before the students, on all 40" in markdown
+
+
+def test_cifar_recipe_end_to_end_with_both_settings_ablation_and_teacher_reuse(tmp_path, monkeypatch):
     recipe = load_recipe("cifar_resnet")
     out = tmp_path / "run"
-    recipe.main(argv(out, ablation=["temperature=1", "max_train_samples=20,alpha=0.5"]))
+    calls = record_student_runs(monkeypatch)
+    recipe.main(argv(out, labelled_fraction=0.25, ablation=["temperature=1", "max_train_samples=20,alpha=0.5"]))
     report = check_report(out)
+    check_settings(report, calls, out)
     settings = [item["setting"] for item in report["ablation"]]
     assert settings == ["temperature=1", "max_train_samples=20,alpha=0.5"]
     assert report["ablation"][0]["student_scratch_reused"] and not report["ablation"][1]["student_scratch_reused"]
     assert len(report["ablation"][1]["student_distilled_accuracies"]) == 2
     assert [item["train_examples"] for item in report["ablation"]] == [40, 20]
+    assert [item["max_steps"] for item in report["ablation"]] == [3, 2]  # each counted from its own training set
     assert report["ablation"][0]["teacher"] == report["models"]["teacher"]["accuracy"]
     teacher = load_image_model(str(out / "teacher"), num_classes=10)
     assert teacher.hf_distill_config["dataset"] == "digits"

@@ -26,6 +26,7 @@ from hf_distill.evaluation.report import (
     prediction_metrics,
     write_report,
 )
+from hf_distill.evaluation.settings import SAME_DATA, TRANSFER_SET, setting_entry
 from hf_distill.modeling import count_parameters
 
 MODEL_KEYS = {
@@ -72,7 +73,7 @@ def test_model_entry_aggregates_seeds():
     assert model_entry("t", runs[:1])["accuracy_std"] is None
 
 
-def _report(ablation=None):
+def _report(ablation=None, **extra):
     run = prediction_metrics([0, 1, 2, 2], [0, 1, 2, 1], 3, [0, 1, 2, 1])
     models = {
         role: model_entry(
@@ -89,6 +90,7 @@ def _report(ablation=None):
         "cpu (1 threads)",
         ablation=ablation,
         plots=["x.png"],
+        **extra,
     )
 
 
@@ -111,7 +113,7 @@ def test_report_files_follow_the_schema(tmp_path):
         assert set(entry) >= MODEL_KEYS
     text = open(md_path).read()
     assert "| Distilled student | student_distilled | 100 | 0.50 | 75.00 ± 0.00 |" in text
-    assert "| temperature=1 | – | – | 80.00 ± 1.00 | 70.00 ± 2.00 | -10.00 |" in text
+    assert "| temperature=1 | – | – | – | 80.00 ± 1.00 | 70.00 ± 2.00 | -10.00 | – | – |" in text
     assert "## Per-class error (%)" in text and "![x](x.png)" in text
     summary = format_summary(report)
     assert len(summary.splitlines()) < 25 and "distilled − scratch: +0.00 points" in summary
@@ -179,3 +181,59 @@ def test_plots_are_written(tmp_path):
     for path in paths:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+SETTING_KEYS = {
+    "setting",
+    "labelled_examples",
+    "unlabelled_examples",
+    "max_steps",
+    "student_scratch_accuracies",
+    "student_distilled_accuracies",
+    "difference_mean",
+    "difference_ci95",
+    "significant",
+}
+
+
+def _settings():
+    def runs(scratch, distilled):
+        return {
+            "student_scratch": [{"seed": i, "accuracy": a} for i, a in enumerate(scratch)],
+            "student_distilled": [{"seed": i, "accuracy": a} for i, a in enumerate(distilled)],
+        }
+
+    same = runs([0.96, 0.97, 0.95, 0.96, 0.97], [0.97, 0.96, 0.96, 0.97, 0.96])
+    transfer = runs([0.80, 0.82, 0.78, 0.81, 0.79], [0.90, 0.91, 0.89, 0.92, 0.90])
+    return [
+        setting_entry(SAME_DATA, same, 200, 0, 120, 0.98, 450),
+        setting_entry(TRANSFER_SET, transfer, 20, 180, 120, 0.98, 450),
+    ]
+
+
+def test_report_puts_the_two_settings_side_by_side_before_the_ablation(tmp_path):
+    ablation = [{"setting": "alpha=0.9", "student_scratch": 0.8, "student_distilled": 0.7}]
+    json_path, md_path = write_report(_report(ablation, settings=_settings()), str(tmp_path))
+    report = json.loads(open(json_path).read())
+    assert [item["setting"] for item in report["settings"]] == ["same_data", "transfer_set"]
+    for item in report["settings"]:
+        assert SETTING_KEYS <= set(item)
+        assert isinstance(item["significant"], bool) and len(item["difference_ci95"]) == 2
+        assert len(item["student_scratch_accuracies"]) == len(item["student_distilled_accuracies"]) == 5
+    same, transfer = report["settings"]
+    assert not same["significant"] and transfer["significant"]
+    text = open(md_path).read()
+    top = text.index("## When distillation pays")
+    assert top < text.index("## Models") < text.index("## Ablation")
+    assert "| same data | 200 | 0 | 120 | 98.00 | 96.20 ± 0.84 | 96.40 ± 0.55 | +0.20 |" in text
+    assert "| no significant difference |" in text and "| significant: distilled better |" in text
+    assert "| transfer set | 20 | 180 | 120 | 98.00 |" in text
+    assert "one example is 0.22 points" in text and "4 degrees of freedom" in text
+    assert "| 0 | 96.00 | 97.00 | +1.00 | 80.00 | 90.00 | +10.00 |" in text  # per seed, side by side
+    summary = format_summary(report)
+    assert "one example = 0.22 points" in summary
+    lines = {line.split("  ")[0]: line for line in summary.splitlines()}
+    assert lines["same data"].endswith("no significant difference")
+    low, high = transfer["difference_ci95"]
+    assert f"+{100 * transfer['difference_mean']:.2f} [+{100 * low:.2f}, +{100 * high:.2f}]" in lines["transfer set"]
+    assert lines["transfer set"].endswith("significant: distilled better")

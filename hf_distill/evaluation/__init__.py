@@ -1,9 +1,14 @@
 """Evaluation: the teacher / scratch student / distilled student comparison, its benchmark, report and plots.
 
-- :mod:`.comparison`: trains the teacher (or takes one), then per seed a student from scratch and a distilled one.
+- :mod:`.comparison`: trains the teacher (or takes one), then per setting and seed a student from scratch and a
+  distilled one; :mod:`.arguments` holds what it is run with, :mod:`.training` its single runs and step budget,
+  :mod:`.outputs` what it writes at the end.
+- :mod:`.settings`: the same-data and transfer-set settings; :mod:`.statistics`: the paired difference over seeds
+  and its 95% t-interval.
 - :mod:`.ablation`: further settings compared the same way.
 - :mod:`.benchmark`: parameters, size, latency and throughput of each model.
-- :mod:`.report`: `report.json` / `report.md` and the summary printed at the end.
+- :mod:`.report`: `report.json` / `report.md`; :mod:`.rendering` and :mod:`.tables`: its Markdown and the summary
+  printed at the end.
 - :mod:`.plots`: learning curves, confusion matrices, per-class errors, soft-label entropy.
 - :mod:`.teacher_settings`: what a teacher was trained with, recorded beside it and checked before reuse.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from .statistics import paired_entry
 
 # Keys that change the training data (the teacher is retrained), and keys that leave the student from scratch as is.
 DATA_KEYS = ("max_train_samples",)
@@ -47,18 +47,18 @@ def ablation_entry(
     teacher_accuracy: float,
     runs: dict[str, list[dict[str, Any]]],
     scratch_reused: bool,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """The report's entry for one setting: mean, sample std (ddof=1) and per-seed accuracy of each student role.
+    """The report's entry for one setting: per student role the mean, sample std (ddof=1) and per-seed accuracy,
+    and the paired distilled − scratch difference with its 95% t-interval (`statistics.paired_entry`).
 
     Args:
-        runs: role (`student_scratch`, `student_distilled`) → one dict with an `accuracy` per seed.
+        runs: role (`student_scratch`, `student_distilled`) → one dict with a `seed` and an `accuracy` per seed.
         scratch_reused: the students from scratch are the main comparison's (the setting only changes the loss).
+        max_steps: the optimizer steps of each student run.
     """
     entry: dict[str, Any] = {"setting": setting, "train_examples": train_examples, "teacher": teacher_accuracy}
-    for role, role_runs in runs.items():
-        accuracies = [run["accuracy"] for run in role_runs]
-        entry[role] = float(np.mean(accuracies))
-        entry[f"{role}_std"] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None
-        entry[f"{role}_accuracies"] = accuracies
+    entry["max_steps"] = max_steps
+    entry.update(paired_entry(runs))
     entry["student_scratch_reused"] = scratch_reused
     return entry

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .report import ROLE_TITLES  # noqa: E402
+from .tables import ROLE_TITLES  # noqa: E402
 
 COLORS = {"teacher": "tab:gray", "student_scratch": "tab:blue", "student_distilled": "tab:orange"}
 

