@@ -8,15 +8,15 @@ labels. Each setting reports the per-seed difference (distilled − scratch), it
 significant only when the interval excludes 0. Any timm names work for --teacher_model / --student_model; 32x32
 inputs get CIFAR stems (--cifar_stem).
 
-Offline demo on sklearn digits (no network; about 8 minutes on 2 CPU cores shared with other jobs, with
-OMP_NUM_THREADS=1). It uses smaller models than the CIFAR defaults (resnet18 teacher, timm's tiny test_resnet student),
-the whole training split (1,347 images; 135 labelled in the transfer set) and 5 seeds; see the config file:
+Offline demo on sklearn digits (no network; about 8 minutes on 2 CPU cores shared with other jobs). It uses smaller
+models than the CIFAR defaults (resnet18 teacher, timm's tiny test_resnet student), the whole training split (1,347
+images; 135 labelled in the transfer set), 5 seeds and one CPU thread (--cpu_threads 1); see the config file:
 
-    OMP_NUM_THREADS=1 python recipes/cifar_resnet.py recipes/configs/digits_demo.json
+    python recipes/cifar_resnet.py recipes/configs/digits_demo.json
 
     # the ablation (temperature, alpha, budget, fewer labelled images for teacher and students alike), on the same
     # data: its own config, as it takes longer than the demo
-    OMP_NUM_THREADS=1 python recipes/cifar_resnet.py recipes/configs/digits_ablation.json
+    python recipes/cifar_resnet.py recipes/configs/digits_ablation.json
 
     # two CPU processes (gloo), same global batch of 32 as the single-process demo
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \

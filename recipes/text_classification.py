@@ -45,6 +45,7 @@ from hf_distill.data.text import benchmark_inputs
 from hf_distill.evaluation.arguments import ComparisonSetup
 from hf_distill.evaluation.comparison import Comparison
 from hf_distill.evaluation.report import write_report
+from hf_distill.evaluation.training import use_cpu_threads
 from hf_distill.recipes.text import (
     describe_teacher,
     headline,
@@ -59,6 +60,7 @@ from hf_distill.recipes.text import (
 
 def main(argv: list[str] | None = None) -> dict | None:
     model_args, data_args, comparison_args, training_args = parse_args(sys.argv[1:] if argv is None else argv)
+    use_cpu_threads(comparison_args.cpu_threads)  # before the teacher is fine-tuned
     set_seed(training_args.seed)
 
     # ---- Dataset ----

@@ -20,7 +20,7 @@ from hf_distill.evaluation.settings import (
     without_labels,
 )
 from hf_distill.evaluation.statistics import NO_DIFFERENCE, paired_difference, paired_entry
-from hf_distill.evaluation.training import budget_steps
+from hf_distill.evaluation.training import budget_steps, use_cpu_threads
 
 
 def t_interval(differences):
@@ -170,3 +170,14 @@ def test_budget_steps_counts_the_trainer_steps(examples, batch, processes, accum
         report_to="none",
     )
     assert budget_steps(args, examples, processes) == expected
+
+
+def test_use_cpu_threads_sets_torch_threads_only_when_asked():
+    before = torch.get_num_threads()
+    try:
+        use_cpu_threads(None)
+        assert torch.get_num_threads() == before
+        use_cpu_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

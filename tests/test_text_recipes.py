@@ -333,6 +333,7 @@ def test_offline_demo_arguments(tmp_path, minilm_dir):
     assert Path(model_args.teacher_model_name_or_path) == minilm_dir
     assert data_args.dataset_name == "movie_review_snippets" and model_args.compare_with_scratch
     assert comparison_args.seeds == [0, 1, 2] and comparison_args.labelled_fraction == 0.1
+    assert comparison_args.cpu_threads == 1
     assert comparison_args.teacher_epochs == 2
     assert training_args.num_train_epochs == 1 and training_args.output_dir == str(tmp_path)  # user args win
 
@@ -343,7 +344,7 @@ def test_offline_demo_on_the_shipped_minilm(tmp_path):
     report = text_classification.main([
         "--offline_demo", "--output_dir", str(tmp_path), "--max_train_samples", "32", "--max_eval_samples", "32",
         "--max_seq_length", "24", "--teacher_epochs", "0.25", "--max_steps", "1", "--disable_tqdm", "true",
-        "--seeds", "0",
+        "--seeds", "0", "--cpu_threads", str(torch.get_num_threads()),  # the demo's one thread would outlive it
     ])
     assert report["models"]["teacher"]["parameters"] > 2e7  # the 6-layer, 384-wide MiniLM
     assert report["distillation"]["student_layers"] == [0, 2, 4]

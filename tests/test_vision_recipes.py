@@ -155,7 +155,9 @@ def test_cifar_recipe_end_to_end_with_both_settings_ablation_and_teacher_reuse(t
     assert report["ablation"][0]["student_scratch_reused"] and not report["ablation"][1]["student_scratch_reused"]
     assert len(report["ablation"][1]["student_distilled_accuracies"]) == 2
     assert [item["train_examples"] for item in report["ablation"]] == [40, 20]
-    assert [item["max_steps"] for item in report["ablation"]] == [3, 2]  # each counted from its own training set
+    assert [item["max_steps"] for item in report["ablation"]] == [3, 3]  # as many steps on 20 labelled images
+    teachers = [(n, max_steps, steps) for _, role, n, _, max_steps, steps in calls if role == "teacher"]
+    assert teachers == [(40, -1, 3), (20, 3, 3)]  # the ablation's teacher: as many steps as the first one
     assert report["ablation"][0]["teacher"] == report["models"]["teacher"]["accuracy"]
     teacher = load_image_model(str(out / "teacher"), num_classes=10)
     assert teacher.hf_distill_config["dataset"] == "digits"
@@ -251,6 +253,12 @@ def test_bad_inputs_fail_before_training(tmp_path):
         recipe.main(argv(out, teacher_name_or_path=str(tmp_path / "teacher3")))
     with pytest.raises(ValueError, match="unknown key 'temprature'"):
         recipe.main(argv(out, ablation=["temprature=2"]))
+    with pytest.raises(ValueError, match=r"labelled_fraction must be in \(0, 1\), got 1.5"):
+        recipe.main(argv(out, labelled_fraction=1.5))
+    with pytest.raises(ValueError, match="seeds must differ"):
+        recipe.main(argv(out, seeds=[0, 0]))
+    with pytest.raises(ValueError, match="cpu_threads must be at least 1"):
+        recipe.main(argv(out, cpu_threads=0))
     assert not out.exists()
 
 

@@ -23,10 +23,13 @@ class ComparisonArguments:
         teacher_epochs: epochs to train the teacher when none is given (default: `num_train_epochs`).
         teacher_learning_rate: learning rate of the teacher run (default: `learning_rate`).
         ablation: extra settings, each `key=value[,key=value]` over the training arguments (e.g. `temperature=1`,
-            `alpha=0.5`, `num_train_epochs=5`) or `max_train_samples=N` (fewer labelled images; the teacher is
-            retrained on them). Each is compared scratch vs distilled over the same seeds, on the same data.
+            `alpha=0.5`, `num_train_epochs=5`) or `max_train_samples=N` (fewer labelled images, for as many optimizer
+            steps; the teacher is retrained on them). Each is compared scratch vs distilled over the same seeds.
         entropy_temperatures: temperatures at which the teacher's soft-label entropy is reported and plotted.
         benchmark_batch_size: batch size of the throughput measurement.
+        cpu_threads: threads of PyTorch's CPU operations in each process (`torch.set_num_threads`), set when the
+            comparison starts; `None` keeps PyTorch's default (one per core). Small models on a CPU shared with other
+            jobs run several times faster on one thread than on threads that wait for each other.
     """
 
     seeds: list[int] = field(
@@ -54,12 +57,18 @@ class ComparisonArguments:
         metadata={"help": "Temperatures for the teacher soft-label entropy plot."},
     )
     benchmark_batch_size: int = field(default=64, metadata={"help": "Batch size of the throughput measurement."})
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "PyTorch CPU threads per process (torch.set_num_threads); default one per core."},
+    )
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("The comparison needs at least one seed.")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must differ from each other, got {self.seeds}.")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1, got {self.cpu_threads}.")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction < 1:
             raise ValueError(f"labelled_fraction must be in (0, 1), got {self.labelled_fraction}.")
 

