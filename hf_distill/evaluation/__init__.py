@@ -5,6 +5,8 @@
   :mod:`.outputs` what it writes at the end.
 - :mod:`.settings`: the same-data and transfer-set settings; :mod:`.statistics`: the paired difference over seeds
   and its 95% t-interval.
+- :mod:`.methods`: distillation methods by name (`"dkd+at"`) for the distilled students; :mod:`.generations`:
+  born-again generations, each generation's student teaching the next.
 - :mod:`.ablation`: further settings compared the same way.
 - :mod:`.benchmark`: parameters, size, latency and throughput of each model.
 - :mod:`.report`: `report.json` / `report.md`; :mod:`.rendering` and :mod:`.tables`: its Markdown and the summary

@@ -8,6 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from .methods import PARTS, DistillationMethod, parse_method
+
 
 @dataclass
 class ComparisonArguments:
@@ -30,6 +32,15 @@ class ComparisonArguments:
         cpu_threads: threads of PyTorch's CPU operations in each process (`torch.set_num_threads`), set when the
             comparison starts; `None` keeps PyTorch's default (one per core). Small models on a CPU shared with other
             jobs run several times faster on one thread than on threads that wait for each other.
+        method: how the distilled students learn from their teacher (`methods.py`): `kd`, `dkd`, `dist`, `kd+ls`
+            (logit standardization), `fitnet`, `at`, `rkd`, `sp`, or a sum such as `dkd+at`. The teacher term's
+            settings come from the training arguments (`temperature`, `dkd_beta`, ...); a method without a logit
+            part trains on labels and feature terms only.
+        student_modules, teacher_modules: module paths of the feature methods, paired by position (e.g. `layer3`,
+            timm's `stages.2`); default: each method's paths on ResNet-style models.
+        generations: born-again generations (Furlanello et al., 2018) in the same-data setting: generation 1 is
+            the distilled student of the teacher, generation g + 1 a fresh student distilled from generation g's
+            student of the same seed, with the same method, data and budget. 1: no further generation.
     """
 
     seeds: list[int] = field(
@@ -62,6 +73,26 @@ class ComparisonArguments:
         metadata={"help": "PyTorch CPU threads per process (torch.set_num_threads); default one per core."},
     )
 
+    method: str = field(
+        default="kd",
+        metadata={
+            "help": f"Distillation method: parts among {', '.join(PARTS)} joined by '+', e.g. kd, dkd, kd+ls, at, "
+            "dkd+at. Without kd/dkd/dist, labels and feature terms only."
+        },
+    )
+    student_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Student module paths of the feature methods, e.g. layer3 (default: ResNet-style ones)."},
+    )
+    teacher_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Teacher module paths, paired by position with --student_modules."},
+    )
+    generations: int = field(
+        default=1,
+        metadata={"help": "Born-again generations: each generation's distilled student teaches the next one."},
+    )
+
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("The comparison needs at least one seed.")
@@ -71,6 +102,13 @@ class ComparisonArguments:
             raise ValueError(f"cpu_threads must be at least 1, got {self.cpu_threads}.")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction < 1:
             raise ValueError(f"labelled_fraction must be in (0, 1), got {self.labelled_fraction}.")
+        if not (isinstance(self.generations, int) and self.generations >= 1):
+            raise ValueError(f"generations must be an integer >= 1, got {self.generations!r}.")
+        parse_method(self.method, self.student_modules, self.teacher_modules)  # an unknown part fails here
+
+    def parsed_method(self) -> DistillationMethod:
+        """The parsed `method`, with the module paths given."""
+        return parse_method(self.method, self.student_modules, self.teacher_modules)
 
 
 @dataclass

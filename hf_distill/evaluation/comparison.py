@@ -14,14 +14,17 @@ from torch import nn
 from transformers import set_seed
 
 from ..config import DistillationTrainingArguments
-from .ablation import DATA_KEYS, DISTILLATION_ONLY_KEYS, ablation_entry, check_settings, parse_setting
+from .ablation import DATA_KEYS, DISTILLATION_ONLY_KEYS, METHOD_KEY, ablation_entry, check_settings, parse_setting
 from .arguments import ComparisonArguments, ComparisonSetup
+from .generations import run_generations
+from .methods import DistillationMethod, check_methods, parse_method
 from .outputs import ComparisonResults, write_comparison
 from .report import prediction_metrics
 from .settings import SAME_DATA, TRANSFER_SET, setting_entry, training_labels, transfer_split
 from .teacher_settings import save_teacher_settings, training_settings
 from .training import (
     budget_steps,
+    labels_only,
     predict_logits,
     remove_empty_folders,
     teacher_arguments,
@@ -45,7 +48,9 @@ class Comparison:
     same-data setting's budget, `max_steps` when given, else `num_train_epochs` over the whole labelled training set
     (`training.budget_steps`). Within a seed the two students share the seed and the data, so the comparison is
     paired: `statistics.paired_difference` gives the mean difference and its 95% t-interval. The ablation runs
-    further settings on the same data.
+    further settings on the same data. The distilled students learn by `options.method` (`methods.py`; fresh loss
+    terms per run), and with `options.generations` > 1 further born-again generations follow the same-data setting
+    (`generations.py`).
 
     `output_dir` ends up holding `report.json`, `report.md`, the plots, the distilled student of the first seed
     (`config.json`, `model.safetensors`), every seed's same-data distilled student in `student_distilled/seed-N/`
@@ -58,11 +63,34 @@ class Comparison:
         if options.labelled_fraction is not None:
             training_labels(setup.train_dataset)  # a training set whose labels can be hidden, checked before training
         self.setup, self.args, self.options = setup, args, options
+        self.method = options.parsed_method()
+        self.callbacks: list = []  # Trainer callbacks of every run, e.g. a step timer
+        self._check_methods()
         self.collator = setup.data_collator
         self.state = PartialState()
         self.teacher_settings = setup.teacher_settings
         if setup.teacher is None and self.teacher_settings is None:
             self.teacher_settings = training_settings(teacher_arguments(args, options))
+
+    def setting_method(self, name: str | None) -> DistillationMethod:
+        """The method of an ablation setting's `method=`, or the run's method."""
+        options = self.options
+        return self.method if name is None else parse_method(name, options.student_modules, options.teacher_modules)
+
+    def _check_methods(self) -> None:
+        """Every method of the run (`method=` ablation settings too) against the training arguments and the module
+        paths of the models, before any training."""
+        names = [parse_setting(s).get(METHOD_KEY) for s in self.options.ablation]
+        methods = [self.method, *(self.setting_method(str(n)) for n in names if n is not None)]
+        setup = self.setup
+        teacher = setup.teacher if setup.teacher is not None else setup.make_teacher
+        check_methods(methods, self.args, setup.make_student, teacher, self.options.generations > 1)
+
+    def distilled_args(
+        self, args: DistillationTrainingArguments, method: DistillationMethod
+    ) -> DistillationTrainingArguments:
+        """`args` of a distilled run with `method`'s teacher term."""
+        return dataclasses.replace(args, **method.training_overrides(args))
 
     def _args(self, name: str, **overrides: Any) -> DistillationTrainingArguments:
         return dataclasses.replace(self.args, output_dir=os.path.join(self.args.output_dir, name), **overrides)
@@ -91,32 +119,63 @@ class Comparison:
         tag: str,
         overrides: dict[str, Any],
         roles: tuple[str, ...] = ROLES,
+        method: DistillationMethod | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
-        """For each seed: a student from scratch (`alpha=0`, no teacher) and a distilled one, each on its training
-        set `data(seed)[role]` with the same arguments; the eval metrics of each on every eval example."""
+        """For each seed: a student from scratch (`alpha=0`, no teacher) and a distilled one (by `method`, default
+        the run's), each on its training set `data(seed)[role]` with the same arguments; the eval metrics of each on
+        every eval example."""
         runs: dict[str, list[dict[str, Any]]] = {role: [] for role in ROLES}
         for seed in self.options.seeds:
             datasets = data(seed)
             for role in roles:
-                distil = role == "student_distilled"
-                args = self._args(f"{tag}/{role}-seed{seed}", seed=seed, save_strategy="no", **overrides)
-                if not distil:
-                    args = dataclasses.replace(args, alpha=0.0)
-                set_seed(seed)
-                model, history = train(
-                    self.setup.make_student(),
-                    args,
-                    datasets[role],
-                    self.setup.eval_dataset,
-                    teacher if distil else None,
-                    self.collator,
+                teacher_of_run = teacher if role == "student_distilled" else None
+                run = self.run_student(
+                    role, seed, teacher_of_run, datasets[role], tag, overrides, teacher_predictions, method
                 )
-                logits, labels = predict_logits(model, args, self.setup.eval_dataset, self.collator)
-                metrics = prediction_metrics(
-                    logits.argmax(-1), labels, len(self.setup.class_names), teacher_predictions
-                )
-                runs[role].append({"seed": seed, "model": model, "history": history, **metrics})
+                runs[role].append(run)
         return runs
+
+    def run_student(
+        self,
+        role: str,
+        seed: int,
+        teacher: nn.Module | None,
+        train_dataset: Any,
+        tag: str,
+        overrides: dict[str, Any],
+        teacher_predictions: np.ndarray,
+        method: DistillationMethod | None = None,
+    ) -> dict[str, Any]:
+        """One student run in `<output_dir>/<tag>/<role>-seed<seed>`: from scratch without a teacher (`alpha=0`),
+        else distilled from `teacher` by `method` (default the run's) with fresh loss terms; its eval metrics."""
+        args = self._args(f"{tag}/{role}-seed{seed}", seed=seed, save_strategy="no", **overrides)
+        set_seed(seed)
+        student, terms = self.setup.make_student(), []
+        if teacher is None:
+            args = labels_only(args)
+        else:
+            method = method or self.method
+            args = self.distilled_args(args, method)
+            terms = method.make_terms(student, teacher)  # projections are trained per run: never shared
+        model, history = train(
+            student,
+            args,
+            train_dataset,
+            self.setup.eval_dataset,
+            teacher,
+            self.collator,
+            extra_loss_terms=terms,
+            callbacks=self.callbacks,
+        )
+        logits, labels = predict_logits(model, args, self.setup.eval_dataset, self.collator)
+        metrics = prediction_metrics(logits.argmax(-1), labels, len(self.setup.class_names), teacher_predictions)
+        return {"seed": seed, "model": model, "history": history, **metrics}
+
+    def method_entry(self, overrides: dict[str, Any], method: DistillationMethod | None = None) -> dict[str, Any]:
+        """The report's statement of the distilled students' method, under a setting's `overrides`."""
+        method = method or self.method
+        args = dataclasses.replace(self.args, **overrides) if overrides else self.args
+        return method.describe(self.distilled_args(args, method))
 
     def run(self) -> dict[str, Any]:
         """Teacher (given or trained), both settings' students over seeds, optional ablation; returns the report."""
@@ -140,7 +199,11 @@ class Comparison:
         runs = self.run_students(
             teacher, teacher_predictions, lambda seed: same_data, "students", {"max_steps": steps}
         )
-        settings = [setting_entry(SAME_DATA, runs, len(setup.train_dataset), 0, steps, teacher_accuracy, len(labels))]
+        method = self.method_entry({})
+        settings = [
+            setting_entry(SAME_DATA, runs, len(setup.train_dataset), 0, steps, teacher_accuracy, len(labels), method)
+        ]
+        generations = run_generations(self, runs, teacher_predictions, steps, teacher_accuracy, method)
         if self.options.labelled_fraction is not None:
             settings.append(self.run_transfer_set(teacher, teacher_predictions, teacher_accuracy, steps, len(labels)))
         students_time = time.perf_counter() - start - teacher_time
@@ -163,6 +226,7 @@ class Comparison:
             results = ComparisonResults(
                 teacher, teacher_metrics, teacher_history, teacher_logits, runs, settings, ablation, timings
             )
+            results.generations = generations
             report = write_comparison(
                 setup, self.args, self.options, self.teacher_settings, self.state.num_processes, results
             )
@@ -202,6 +266,7 @@ class Comparison:
             steps,
             teacher_accuracy,
             eval_examples,
+            self.method_entry(overrides),
         )
 
     def run_setting(
@@ -219,6 +284,8 @@ class Comparison:
         (`max_train_samples`, for which the teacher is retrained with its own budget in steps too).
         """
         overrides = parse_setting(setting)
+        method_name = overrides.pop(METHOD_KEY, None)
+        method = self.setting_method(None if method_name is None else str(method_name))
         data = {k: overrides.pop(k) for k in DATA_KEYS if k in overrides}
         train_dataset, tag = self.setup.train_dataset, "ablation/" + setting.replace("=", "-").replace(",", "_")
         examples = len(self.setup.train_dataset)
@@ -236,8 +303,9 @@ class Comparison:
         roles = ("student_distilled",) if reuse_scratch else ROLES
         same_data = dict.fromkeys(ROLES, train_dataset)
         runs = self.run_students(
-            teacher, teacher_predictions, lambda seed: same_data, tag, {**overrides, "max_steps": steps}, roles
+            teacher, teacher_predictions, lambda seed: same_data, tag, {**overrides, "max_steps": steps}, roles, method
         )
         if reuse_scratch:
             runs["student_scratch"] = base["student_scratch"]
-        return ablation_entry(setting, len(train_dataset), teacher_accuracy, runs, reuse_scratch, steps)
+        described = self.method_entry(overrides, method)
+        return ablation_entry(setting, len(train_dataset), teacher_accuracy, runs, reuse_scratch, steps, described)

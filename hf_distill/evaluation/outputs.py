@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ class ComparisonResults:
         settings: one `settings.setting_entry` per setting (same data, then the transfer set when run).
         ablation: one `ablation.ablation_entry` per ablation setting.
         timings: seconds spent on the teacher, the settings' students and the ablation.
+        generations: one `generations.generation_entry` per born-again generation (none for a single one).
     """
 
     teacher: nn.Module
@@ -43,6 +44,17 @@ class ComparisonResults:
     settings: list[dict[str, Any]]
     ablation: list[dict[str, Any]]
     timings: dict[str, float]
+    generations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _teacher_loss(args: DistillationTrainingArguments, method: dict[str, Any]) -> str | None:
+    """The distilled students' teacher term as the model card names it: `distillation_loss` for Hinton's soft
+    targets, else `dkd` / `dist`; `+ logit standardization` when on; `None` for feature terms alone."""
+    term = method.get("teacher_term")
+    if not term:
+        return None
+    loss = args.distillation_loss if term["method"] == "kd" else term["method"]
+    return loss + (" + logit standardization" if term["logit_standardization"] else "")
 
 
 def write_comparison(
@@ -92,8 +104,9 @@ def write_comparison(
     distillation = {
         "alpha": args.alpha,
         "temperature": args.temperature,
-        "loss": args.distillation_loss,
+        "loss": _teacher_loss(args, results.settings[0]["method"]),
         "epochs": args.num_train_epochs,
+        "method": results.settings[0]["method"]["name"],
         "student_max_steps": results.settings[0]["max_steps"],
         **{key: value for key, value in teacher_budget.items() if value is not None},
         "learning_rate": args.learning_rate,
@@ -127,10 +140,12 @@ def write_comparison(
             "entropy": entropy.tolist(),
             "max_entropy": float(np.log(len(setup.class_names))),
         },
+        method=results.settings[0]["method"],
         plots=list(plots),
         timings=results.timings,
         notes=setup.notes,
         teacher=teacher_entry,
+        **({"generations": results.generations} if results.generations else {}),
     )
     write_report(report, out)
     print(format_summary(report, out))

@@ -9,6 +9,9 @@ from .tables import (
     MODEL_ROLES,
     ROLE_TITLES,
     ablation_table,
+    describe_method,
+    generations_seed_table,
+    generations_table,
     interval,
     models_table,
     num,
@@ -76,6 +79,36 @@ def _settings_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _generations_lines(report: dict[str, Any]) -> list[str]:
+    """Born-again generations: each generation against the same-data students from scratch, then per seed."""
+    generations = report["generations"]
+    return [
+        "## Born-again generations",
+        "",
+        "Generation 1 is the same-data setting's distilled student; each later generation is a fresh student "
+        "distilled from the previous generation's student of the same seed, with the same method, data and budget "
+        "(Furlanello et al., 2018). Each is compared seed by seed with the same students from scratch.",
+        "",
+        generations_table(generations),
+        "",
+        "Per seed: accuracy (%).",
+        "",
+        generations_seed_table(generations),
+        "",
+    ]
+
+
+def _ablation_methods(report: dict[str, Any]) -> list[str]:
+    """The methods of ablation settings that differ from the run's, one line each."""
+    main = (report.get("method") or {}).get("name")
+    lines = []
+    for item in report["ablation"]:
+        method = item.get("method")
+        if method and method.get("name") != main:
+            lines.append(f"- {item['setting']}: {describe_method(method)}.")
+    return ["", *lines] if lines else []
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """`report.md`: settings, the two settings side by side, the models, per-class errors, ablation and plots."""
     models = report["models"]
@@ -86,11 +119,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Task: {report['task']}, {report['num_classes']} classes. Measured on {report['device']}.",
         f"Distillation settings: {settings}.",
+        *([f"Method: {describe_method(report['method'])}."] if report.get("method") else []),
         *_teacher_lines(report.get("teacher")),
         "",
     ]
     if report.get("settings"):
         lines += _settings_lines(report)
+    if report.get("generations"):
+        lines += _generations_lines(report)
     lines += [
         "## Models" + (" (same-data setting)" if report.get("settings") else ""),
         "",
@@ -122,6 +158,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             "fewer labelled examples train for as many steps, the teacher too.",
             "",
             ablation_table(report["ablation"]),
+            *_ablation_methods(report),
         ]
     if report.get("temperature_entropy"):
         te = report["temperature_entropy"]
@@ -164,6 +201,8 @@ def format_summary(report: dict[str, Any], output_dir: str | None = None) -> str
     """A one-screen plain-text summary of the comparison, for the end of a run."""
     models = report["models"]
     lines = [f"Distillation on {report['dataset']} ({report['device']})", ""]
+    if report.get("method"):
+        lines[1:1] = [f"method {describe_method(report['method'])}"]
     lines.append(f"{'model':<22}{'architecture':<28}{'params':>11}{'MB':>8}{'acc %':>16}{'agree %':>9}{'ms/ex':>8}")
     for role, e in models.items():
         params = num(e.get("parameters"), ",")
@@ -179,6 +218,13 @@ def format_summary(report: dict[str, Any], output_dir: str | None = None) -> str
         gain = models["student_distilled"]["accuracy"] - models["student_scratch"]["accuracy"]
         seeds = len(models["student_scratch"]["accuracies"])
         lines += ["", f"distilled − scratch: {100 * gain:+.2f} points (mean over {seeds} seeds)"]
+    for item in report.get("generations") or []:
+        difference = f"{points(item['difference_mean'])} {interval(item['difference_ci95'])}"
+        lines.append(
+            f"  generation {item['generation']} (teacher: {item['teacher']}): "
+            f"{pct(item['student_distilled'], item['student_distilled_std'])} %, − scratch {difference} points "
+            f"{item['verdict']}"
+        )
     for item in report.get("ablation") or []:
         difference = item.get("difference_mean", item["student_distilled"] - item["student_scratch"])
         verdict = f" {interval(item.get('difference_ci95'))} {item['verdict']}" if "verdict" in item else ""

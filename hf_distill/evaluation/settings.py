@@ -93,11 +93,13 @@ def setting_entry(
     max_steps: int,
     teacher_accuracy: float,
     eval_examples: int,
+    method: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report's entry for one setting: sizes, budget, per-seed accuracies and the paired difference.
 
     `scratch_train_examples` / `distilled_train_examples` are what each student trains on: the labelled examples,
-    and for the distilled student the unlabelled ones too.
+    and for the distilled student the unlabelled ones too. `method` is the distilled students' method as
+    `DistillationMethod.describe` states it.
     """
     return {
         "setting": setting,
@@ -109,5 +111,6 @@ def setting_entry(
         "max_steps": max_steps,
         "teacher": teacher_accuracy,
         "eval_examples": eval_examples,
+        "method": method,
         **paired_entry(runs),
     }

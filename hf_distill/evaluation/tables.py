@@ -66,17 +66,39 @@ def _difference(item: dict[str, Any]) -> float:
     return item.get("difference_mean", item["student_distilled"] - item["student_scratch"])
 
 
+def method_name(item: dict[str, Any]) -> str:
+    """The name of the method an entry's distilled students learned by (`"–"` when the entry does not say)."""
+    return (item.get("method") or {}).get("name", "–")
+
+
+def describe_method(entry: dict[str, Any]) -> str:
+    """One line for reports: `dkd+at: dkd (temperature=4, ...) + at on layer1→layer1 (weight 1000), ...`."""
+    pieces = []
+    term = entry.get("teacher_term")
+    if term:
+        settings = ", ".join(f"{k}={v}" for k, v in term.items() if k != "method")
+        pieces.append(f"{term['method']} ({settings})")
+    for feature in entry.get("feature_terms", []):
+        pieces.append(
+            f"{feature['loss']} on {feature['student_module']}→{feature['teacher_module']} "
+            f"(weight {feature['weight']:g})"
+        )
+    hard = entry.get("hard_weight")
+    pieces.append(f"cross-entropy (weight {hard:g})" if hard is not None else "cross-entropy")
+    return f"{entry['name']}: " + " + ".join(pieces)
+
+
 def settings_table(settings: list[dict[str, Any]]) -> str:
     """The settings side by side: sizes, budget, mean ± std accuracy (%) and the paired difference with its CI."""
     rows = [
-        "| Setting | Labelled examples | Unlabelled examples | Optimizer steps | Teacher (%) "
+        "| Setting | Method | Labelled examples | Unlabelled examples | Optimizer steps | Teacher (%) "
         "| Student from scratch (%) | Distilled student (%) | Distilled − scratch (points) | 95% CI (points) "
         "| Verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for item in settings:
         rows.append(
-            f"| {item.get('title', item['setting'])} | {item['labelled_examples']:,} "
+            f"| {item.get('title', item['setting'])} | {method_name(item)} | {item['labelled_examples']:,} "
             f"| {item['unlabelled_examples']:,} | {num(item.get('max_steps'), ',')} | {pct(item.get('teacher'))} "
             f"| {pct(item['student_scratch'], item.get('student_scratch_std'))} "
             f"| {pct(item['student_distilled'], item.get('student_distilled_std'))} | {points(_difference(item))} "
@@ -111,15 +133,45 @@ def ablation_table(ablation: list[dict[str, Any]]) -> str:
     `student_distilled_std`, `difference_mean`, `difference_ci95`, `verdict`.
     """
     rows = [
-        "| Setting | Training examples | Optimizer steps | Teacher (%) | Student from scratch (%) "
+        "| Setting | Method | Training examples | Optimizer steps | Teacher (%) | Student from scratch (%) "
         "| Distilled student (%) | Distilled − scratch (points) | 95% CI (points) | Verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for item in ablation:
         rows.append(
-            f"| {item['setting']} | {item.get('train_examples', '–')} | {num(item.get('max_steps'), ',')} "
+            f"| {item['setting']} | {method_name(item)} | {item.get('train_examples', '–')} "
+            f"| {num(item.get('max_steps'), ',')} "
             f"| {pct(item.get('teacher'))} | {pct(item['student_scratch'], item.get('student_scratch_std'))} "
             f"| {pct(item['student_distilled'], item.get('student_distilled_std'))} | {points(_difference(item))} "
             f"| {interval(item.get('difference_ci95'))} | {item.get('verdict', '–')} |"
         )
+    return "\n".join(rows)
+
+
+def generations_table(generations: list[dict[str, Any]]) -> str:
+    """Born-again generations: each one's teacher, method, budget, mean ± std accuracy (%), and its paired
+    difference with the students from scratch (points) with the 95% CI."""
+    rows = [
+        "| Generation | Teacher | Method | Optimizer steps | Student (%) | Student from scratch (%) "
+        "| Generation − scratch (points) | 95% CI (points) | Verdict |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for item in generations:
+        rows.append(
+            f"| {item['generation']} | {item['teacher']} | {method_name(item)} | {num(item.get('max_steps'), ',')} "
+            f"| {pct(item['student_distilled'], item.get('student_distilled_std'))} "
+            f"| {pct(item['student_scratch'], item.get('student_scratch_std'))} | {points(_difference(item))} "
+            f"| {interval(item.get('difference_ci95'))} | {item.get('verdict', '–')} |"
+        )
+    return "\n".join(rows)
+
+
+def generations_seed_table(generations: list[dict[str, Any]]) -> str:
+    """Per seed: the student from scratch and each generation's accuracy (%)."""
+    header = "| Seed | Student from scratch |" + "".join(f" Generation {g['generation']} |" for g in generations)
+    rows = [header, "|---:|---:|" + "---:|" * len(generations)]
+    for i, seed in enumerate(generations[0]["seeds"]):
+        cells = [pct(generations[0]["student_scratch_accuracies"][i])]
+        cells += [pct(g["student_distilled_accuracies"][i]) for g in generations]
+        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

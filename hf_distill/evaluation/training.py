@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from transformers import TrainerCallback
 
 from ..config import DistillationTrainingArguments
+from ..terms import LossTerm
 from ..trainer import DistillationTrainer
 
 
@@ -23,11 +25,14 @@ def train(
     eval_dataset: Any,
     teacher: nn.Module | None = None,
     data_collator: Callable | None = None,
+    extra_loss_terms: list[LossTerm] | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train `model` with the distillation trainer (`alpha=0` and no teacher: plain cross-entropy).
 
-    `data_collator` batches the rows (`None`: the Trainer's default). Returns the trained (unwrapped) model and its
-    `trainer.state.log_history`.
+    `data_collator` batches the rows (`None`: the Trainer's default); `extra_loss_terms` are added to the teacher
+    and hard terms (e.g. a method's fresh `FeatureTerm`s); `callbacks` go to the Trainer. Returns the trained
+    (unwrapped) model and its `trainer.state.log_history`.
     """
     trainer = DistillationTrainer(
         model=model,
@@ -36,16 +41,24 @@ def train(
         data_collator=data_collator,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
+        extra_loss_terms=extra_loss_terms,
+        callbacks=callbacks,
     )
     trainer.train()
     return trainer.model, list(trainer.state.log_history)
+
+
+def labels_only(args: DistillationTrainingArguments, **changes: Any) -> DistillationTrainingArguments:
+    """`args` for a model trained (or scored) on the labels alone, as a plain `Trainer` would: `alpha=0` and no
+    explicit `soft_weight` / `hard_weight` (which would override `alpha`), plus `changes`."""
+    return dataclasses.replace(args, alpha=0.0, soft_weight=None, hard_weight=None, **changes)
 
 
 def predict_logits(
     model: nn.Module, args: DistillationTrainingArguments, dataset: Any, data_collator: Callable | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits (N, C) and labels (N,) of `model` on `dataset`, gathered over processes in dataset order."""
-    args = dataclasses.replace(args, alpha=0.0, eval_strategy="no", report_to="none")
+    args = labels_only(args, eval_strategy="no", report_to="none")
     trainer = DistillationTrainer(model=model, args=args, data_collator=data_collator, eval_dataset=dataset)
     output = trainer.predict(dataset)
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
@@ -55,14 +68,14 @@ def predict_logits(
 def teacher_arguments(
     args: DistillationTrainingArguments, options: Any, name: str = "teacher"
 ) -> DistillationTrainingArguments:
-    """Arguments of a teacher trained from scratch: labels only (`alpha=0`), its own epochs and learning rate.
+    """Arguments of a teacher trained from scratch: labels only (see `labels_only`), its own epochs and learning
+    rate.
 
     `options` is the comparison's `ComparisonArguments` (`teacher_epochs`, `teacher_learning_rate`).
     """
-    return dataclasses.replace(
+    return labels_only(
         args,
         output_dir=os.path.join(args.output_dir, name),
-        alpha=0.0,
         num_train_epochs=options.teacher_epochs or args.num_train_epochs,
         learning_rate=options.teacher_learning_rate or args.learning_rate,
     )

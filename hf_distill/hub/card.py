@@ -23,6 +23,10 @@ LOSS_FORMULAS = {
     "reverse_kl": "alpha · T² · KL(p_student^T ‖ p_teacher^T) + (1 − alpha) · CE(student, labels)",
     "jsd": "alpha · T² · JSD_beta(p_teacher^T, p_student^T) + (1 − alpha) · CE(student, labels)",
     "mse": "alpha · MSE(z_student / T, z_teacher / T) + (1 − alpha) · CE(student, labels)",
+    "dkd": "alpha · (dkd_alpha · TCKD + dkd_beta · NCKD) at temperature T + (1 − alpha) · CE(student, labels) "
+    "(decoupled KD, Zhao et al. 2022)",
+    "dist": "alpha · T² · (dist_beta · inter-class + dist_gamma · intra-class Pearson distance) + (1 − alpha) · "
+    "CE(student, labels) (DIST, Huang et al. 2022)",
 }
 
 

@@ -60,7 +60,10 @@ def card_info_from_trainer(trainer: Trainer, output_dir: str, **kwargs: Any) -> 
     info = _student_info(student, kwargs.get("model_name") or _name_from(repo_id, output_dir), repo_id)
     info.teacher_id = kwargs.get("finetuned_from") or (_model_id(teacher) if teacher is not None else None)
     info.alpha, info.temperature = getattr(args, "alpha", None), getattr(args, "temperature", None)
-    info.loss = getattr(args, "distillation_loss", None)
+    method = getattr(args, "distillation_method", "kd")  # the teacher term: Hinton's soft targets, DKD or DIST
+    info.loss = getattr(args, "distillation_loss", None) if method == "kd" else method
+    if info.loss and getattr(args, "logit_standardization", False):
+        info.loss += " + logit standardization"
     if getattr(args, "soft_weight", None) is not None:
         info.loss_weights = tuple(args.loss_weights)
     world = max(getattr(args, "world_size", 1), 1)

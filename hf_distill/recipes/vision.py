@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..config import DistillationTrainingArguments
+from ..data.decoded_images import DecodedImageTransform, decode_image_data, with_decoded_transform
 from ..data.images import (
     CIFAR10_HUB_ID,
     CIFAR10_MEAN,
     CIFAR10_STD,
     DIGITS,
-    build_transforms,
+    augmentations,
     channel_mean_std,
     check_num_classes,
     load_image_classification,
     subsample,
-    with_pixel_transform,
 )
 from ..evaluation.arguments import ComparisonArguments, ComparisonSetup
 from ..evaluation.benchmark import image_inputs
@@ -186,20 +186,18 @@ def build_vision_setup(
         mean, std = CIFAR10_MEAN, CIFAR10_STD
     else:
         mean, std = channel_mean_std(data.train, data.image_column)
-    train_tf = build_transforms(
-        data_args.image_size,
-        mean,
-        std,
-        True,
-        data_args.crop_padding,
-        data_args.horizontal_flip,
-        data_args.random_affine,
+    # Decoded once into uint8 pixels; each batch is then cropped, flipped and normalised as tensors (the same views
+    # as torchvision's PIL transforms for a seed), so that loading never takes the step's time.
+    decoded = decode_image_data(full, data_args.image_size)
+    augment = augmentations(
+        data_args.image_size, data_args.crop_padding, data_args.horizontal_flip, data_args.random_affine
     )
-    eval_tf = build_transforms(data_args.image_size, mean, std, False)
+    train_tf = DecodedImageTransform(data_args.image_size, mean, std, augment)
+    eval_tf = DecodedImageTransform(data_args.image_size, mean, std)
 
     def make_train_dataset(max_train_samples: int):
-        subset = subsample(full, max_train_samples, data_args.split_seed)
-        return with_pixel_transform(subset.train, data.image_column, data.label_column, train_tf)
+        # the rows `subsample` picks from the raw images: the labels, and so the stratified draw, are the same
+        return with_decoded_transform(subsample(decoded, max_train_samples, data_args.split_seed).train, train_tf)
 
     def make(name: str, kwargs: str | None):
         return lambda: create_image_model(
@@ -231,8 +229,13 @@ def build_vision_setup(
     return ComparisonSetup(
         make_teacher=make_teacher,
         make_student=make_student,
-        train_dataset=with_pixel_transform(data.train, data.image_column, data.label_column, train_tf),
-        eval_dataset=with_pixel_transform(data.eval, data.image_column, data.label_column, eval_tf),
+        train_dataset=with_decoded_transform(
+            subsample(decoded, data_args.max_train_samples, data_args.split_seed).train
+            if data_args.max_train_samples is not None
+            else decoded.train,
+            train_tf,
+        ),
+        eval_dataset=with_decoded_transform(decoded.eval, eval_tf),
         class_names=data.class_names,
         make_inputs=image_inputs(data_args.image_size),
         teacher_name=teacher_name,

@@ -76,7 +76,7 @@ def prepare_teachers(
         if teacher is student:
             raise ValueError("teacher_model is the student itself; pass a separate (copied) teacher.")
         check_no_shared_parameters(teacher, student)
-        return prepare_teacher(teacher, accelerator, args.teacher_dtype)
+        return prepare_teacher(teacher, accelerator, args.teacher_dtype, args.teacher_channels_last)
 
     if teacher_model is None:
         return None

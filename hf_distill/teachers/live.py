@@ -149,8 +149,12 @@ def _check_dtype_runs(dtype: torch.dtype, device: torch.device) -> None:
         )
 
 
-def prepare_teacher(teacher: nn.Module, accelerator: Accelerator, dtype: str | None = None) -> nn.Module:
+def prepare_teacher(
+    teacher: nn.Module, accelerator: Accelerator, dtype: str | None = None, channels_last: bool = False
+) -> nn.Module:
     """Freeze the teacher, cast it to `dtype` if given, and place it for the accelerator's distributed set-up.
+    With `channels_last`, its 4-D weights are stored channels-last, and `modeling.teacher_forward` hands it its 4-D
+    inputs so too.
 
     The teacher is changed in place, as the Trainer does with its model: no second copy of a large model is made, so
     the object passed in is frozen, moved and (with `dtype`) cast. Pass a copy to keep the original as it was.
@@ -163,6 +167,13 @@ def prepare_teacher(teacher: nn.Module, accelerator: Accelerator, dtype: str | N
     if dtype is not None:
         _check_dtype_runs(getattr(torch, dtype), accelerator.device)
         teacher.to(getattr(torch, dtype))
+    if channels_last:
+        if not any(parameter.dim() == 4 for parameter in teacher.parameters()):
+            raise ValueError(
+                f"teacher_channels_last needs a teacher with 4-D (convolution) weights; {type(teacher).__name__} has "
+                "none, so it would run as it is: leave teacher_channels_last off."
+            )
+        teacher.to(memory_format=torch.channels_last)
     distributed_type = accelerator.distributed_type
     if distributed_type == DistributedType.DEEPSPEED:
         try:

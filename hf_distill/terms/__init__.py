@@ -4,6 +4,7 @@ from .base import DistillationBatch, LossTerm, Normalizer, TermLoss
 from .features import FEATURE_LOSSES, FeatureTerm, HiddenStateCosineTerm, make_projection
 from .logit_methods import DISTTerm, DKDTerm, soft_term
 from .logits import HardLabelTerm, SoftTargetTerm
+from .topk import TopKTeacherOutputs, topk_soft_term_loss
 
 __all__ = [
     "FEATURE_LOSSES",
@@ -17,6 +18,8 @@ __all__ = [
     "Normalizer",
     "SoftTargetTerm",
     "TermLoss",
+    "TopKTeacherOutputs",
     "make_projection",
     "soft_term",
+    "topk_soft_term_loss",
 ]

@@ -17,6 +17,7 @@ def align_batch(
     student_outputs: Any = None,
     teacher_outputs: Any = None,
     shift_labels: bool = False,
+    vocab_size: int | None = None,
 ) -> DistillationBatch:
     """Check the logit shapes, apply the causal-LM shift and build the label and soft-loss masks.
 
@@ -26,7 +27,11 @@ def align_batch(
         teacher_logits: same shape, or `None`.
         labels: `(B,)` or `(B, L)` with -100 where ignored, or `None`.
         shift_labels: causal LMs, whose logits at position i predict the token at i + 1.
+        vocab_size: compare both logits over their first `vocab_size` columns only, the ids of a tokenizer both
+            models pad beyond (see `hf_distill.vocabularies.compared_vocab_size`); `None` to use them whole.
     """
+    if vocab_size is not None and teacher_logits is not None:
+        student_logits, teacher_logits = student_logits[..., :vocab_size], teacher_logits[..., :vocab_size]
     if teacher_logits is not None:
         check_logit_shapes(student_logits, teacher_logits)
     attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None

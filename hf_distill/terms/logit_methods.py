@@ -110,4 +110,11 @@ def soft_term(args: Any) -> LossTerm:
         )
     if args.distillation_method == "dist":
         return DISTTerm(weight, args.dist_beta, args.dist_gamma, args.temperature, standardize=standardize)
-    return SoftTargetTerm(weight, args.temperature, args.distillation_loss, args.jsd_beta, standardize=standardize)
+    return SoftTargetTerm(
+        weight,
+        args.temperature,
+        args.distillation_loss,
+        args.jsd_beta,
+        standardize=standardize,
+        chunk_size=args.loss_chunk_size,
+    )

@@ -2,8 +2,24 @@
 
 from dataclasses import dataclass, field
 
-from ..losses import hard_label_loss, soft_target_loss, standardize_logits
+from torch import Tensor
+
+from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss, standardize_logits
 from .base import DistillationBatch, TermLoss
+from .topk import TopKTeacherOutputs, topk_soft_term_loss
+
+# With `chunk_size=None`, token-level logits of at least this many elements (16 MiB in float32) take the chunked loss:
+# below it the saving is a few tens of MiB, not worth the second forward pass of the chunked backward.
+AUTO_CHUNK_MIN_ELEMENTS = 2**22
+
+
+def use_chunked_loss(logits: Tensor, chunk_size: int | None) -> bool:
+    """Whether the soft loss on `logits` runs over chunks of positions: never for `(B, C)` logits or
+    `chunk_size=0`, always for `(B, L, V)` logits with a positive `chunk_size`, and with `None` from
+    :data:`AUTO_CHUNK_MIN_ELEMENTS` elements up."""
+    if logits.dim() < 3 or chunk_size == 0:
+        return False
+    return chunk_size is not None or logits.numel() >= AUTO_CHUNK_MIN_ELEMENTS
 
 
 @dataclass
@@ -15,6 +31,10 @@ class SoftTargetTerm:
     the T² factor stays, and T then acts on logits of unit standard deviation, which amounts to a temperature of
     T·σ(z) per example and model. The authors pair it with a base temperature of 2 and a KD weight of 9 (CIFAR-100),
     where plain KD uses T = 4 and weight 0.9. Not for logits with `-inf` entries (a masked vocabulary).
+
+    Token-level logits `(B, L, V)` may go through :func:`hf_distill.losses.chunked_soft_target_loss` (see
+    :func:`use_chunked_loss`): `chunk_size` positions at a time, the same values and gradients, a fraction of the
+    memory (its backward pass recomputes each chunk). `chunk_size=None` decides by size, 0 never chunks.
     """
 
     weight: float
@@ -23,20 +43,36 @@ class SoftTargetTerm:
     jsd_beta: float = 0.5
     name: str = "soft"
     standardize: bool = False
+    chunk_size: int | None = None
     needs_teacher: bool = field(default=True, init=False)
 
     def __call__(self, batch: DistillationBatch) -> TermLoss:
+        if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
+            return topk_soft_term_loss(self, batch)
         student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         if self.standardize:
             student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
-        per_position = soft_target_loss(
-            student_logits,
-            teacher_logits,
-            self.temperature,
-            self.divergence,
-            reduction="none",
-            jsd_beta=self.jsd_beta,
-        )
+        if use_chunked_loss(student_logits, self.chunk_size):
+            # Positions outside the soft mask are skipped (their value is 0): the reduction leaves them out anyway.
+            per_position = chunked_soft_target_loss(
+                student_logits,
+                teacher_logits,
+                self.temperature,
+                self.divergence,
+                mask=batch.soft_mask,
+                reduction="none",
+                jsd_beta=self.jsd_beta,
+                chunk_size=self.chunk_size or None,
+            )
+        else:
+            per_position = soft_target_loss(
+                student_logits,
+                teacher_logits,
+                self.temperature,
+                self.divergence,
+                reduction="none",
+                jsd_beta=self.jsd_beta,
+            )
         if batch.soft_mask is None:
             return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
         return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")

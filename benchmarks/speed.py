@@ -1,0 +1,378 @@
+"""Time per training step of the distillation paths, as ratios measured in one process: the data path against the
+compute of a step, DistillationTrainer against the plain Trainer (online teacher, cached teacher logits), and the
+cheaper ways of running the teacher.
+
+Run from the repository root:
+
+    python benchmarks/speed.py --threads 2                              # every setting, the defaults below
+    python benchmarks/speed.py --settings vision --teacher resnet18 --student test_resnet --batch_size 64
+    python benchmarks/speed.py --settings text --no_compile
+
+Settings (models built in code with random weights; nothing is downloaded):
+- `digits`: the demo (`recipes/configs/digits_demo.json`): timm resnet18 → test_resnet on the sklearn digits at
+  32×32, batch 32, random crops; the data path only.
+- `vision`: the CIFAR recipe's shape (`recipes/configs/cifar10_resnet.json`): timm `--teacher` → `--student` with
+  CIFAR stems at 32×32, `--batch_size` images, random crops and flips, on generated CIFAR-shaped data (random PNG
+  images in an in-memory `datasets.Dataset`, as CIFAR-10 comes from the Hub).
+- `text`: BERT with `--text_layers` (6 and 2) of width 256, batch 32 × 64 tokens of a tokenised dataset.
+
+What is printed, each a median over `--rounds` interleaved rounds (absolute times drift on a shared machine, ratios
+within a round do not):
+- data path: wall time per step (batches drawn from the Trainer's data loader) / compute time per step (the same
+  step on a batch already in memory), and the loading alone / compute time per step (steadier on a busy machine);
+  for images, decoded once (`hf_distill.data.decoded_images`, what the recipes use) and, for comparison, decoded and
+  transformed from PIL images at every step; `--num_workers` data-loader workers (persistent).
+- steps: DistillationTrainer with the teacher online / plain `transformers.Trainer`, with a `teacher_logits`
+  column / plain, and the limit (plain + teacher forward) / plain.
+- teacher forward: `torch.utils.benchmark.Timer.blocked_autorange` of each variant / `torch.no_grad` in float32:
+  `torch.inference_mode`, channels-last (CNN teachers), bfloat16, `torch.compile`; with the largest difference of
+  its logits from the baseline's.
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, Features, Image
+from torch import nn
+from torch.utils import benchmark
+from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+
+from hf_distill import DistillationTrainer, DistillationTrainingArguments
+from hf_distill.data.decoded_images import DecodedImageTransform, decode_images, with_decoded_transform
+from hf_distill.data.images import augmentations, build_transforms, load_image_classification, with_pixel_transform
+from hf_distill.recipes.timm_models import create_image_model
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+# ---- Timing ----
+
+
+def median_ratios(variants: dict[str, Callable[[], float]], rounds: int, baseline: str) -> dict[str, float]:
+    """Median over `rounds` of `seconds(variant) / seconds(baseline)`, the variants run in turn within each round."""
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        seconds = {name: measure() for name, measure in variants.items()}
+        for name in variants:
+            ratios[name].append(seconds[name] / seconds[baseline])
+    return {name: statistics.median(values) for name, values in ratios.items()}
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> Callable[[], float]:
+    """A measure: seconds per call of `fn`, over `repeats` calls."""
+
+    def measure() -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats
+
+    return measure
+
+
+def autorange(fn: Callable[[], Any], threads: int, min_run_time: float) -> Callable[[], float]:
+    """A measure: `torch.utils.benchmark`'s median seconds per call of `fn`."""
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
+    return lambda: timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+# ---- Trainers and steps ----
+
+
+class PixelClassifier(nn.Module):
+    """A timm classifier called as `transformers.Trainer` calls models: keywords in, a loss out."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.model(pixel_values)
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def _arguments(cls: type, output_dir: str, batch_size: int, num_workers: int, **fields: Any) -> TrainingArguments:
+    return cls(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        save_strategy="no",
+        dataloader_pin_memory=False,
+        dataloader_num_workers=num_workers,
+        dataloader_persistent_workers=num_workers > 0,
+        learning_rate=1e-3,
+        **fields,
+    )
+
+
+def make_trainer(model, dataset, batch_size: int, teacher=None, plain: bool = False, num_workers: int = 0, **fields):
+    output_dir = tempfile.mkdtemp()
+    if plain:
+        args = _arguments(TrainingArguments, output_dir, batch_size, num_workers)
+        trainer = Trainer(model=model, args=args, train_dataset=dataset)
+    else:
+        args = _arguments(DistillationTrainingArguments, output_dir, batch_size, num_workers, **fields)
+        trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, teacher_model=teacher)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
+    trainer.current_gradient_accumulation_steps = 1  # set by `Trainer.train`, read by `training_step`
+    return trainer
+
+
+def train_step(trainer: Trainer, batch: dict[str, Any]) -> None:
+    """What the Trainer does per optimizer step without gradient accumulation: forward, backward, update."""
+    trainer.model.train()
+    batch = trainer._prepare_inputs(batch)
+    trainer.training_step(trainer.model, batch)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+
+
+def loader_steps(trainer: Trainer, steps: int, train: bool = True) -> Callable[[], float]:
+    """A measure: wall seconds per step drawing the batches from the trainer's data loader (restarted at its end),
+    training on them, or with `train=False` only loading them."""
+    loader = trainer.get_train_dataloader()
+    iterator = iter(loader)
+
+    def measure() -> float:
+        nonlocal iterator
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch = next(iterator, None)
+            if batch is None:
+                iterator = iter(loader)
+                batch = next(iterator)
+            if train:
+                train_step(trainer, batch)
+        return (time.perf_counter() - start) / steps
+
+    return measure
+
+
+def first_batch(trainer: Trainer) -> dict[str, Any]:
+    return next(iter(trainer.get_train_dataloader()))
+
+
+def report(title: str, ratios: dict[str, float], baseline: str) -> None:
+    print(f"  {title}")
+    for name, ratio in ratios.items():
+        if name != baseline:
+            print(f"    {name:<58} {ratio:6.3f}")
+
+
+# ---- Data path ----
+
+
+def data_path(name: str, trainers: dict[str, Trainer], args) -> None:
+    """Wall time per step through each trainer's loader / compute time per step on a batch in memory."""
+    variants: dict[str, Callable[[], float]] = {}
+    for label, trainer in trainers.items():
+        batch = first_batch(trainer)
+        variants[f"compute {label}"] = timed(
+            lambda trainer=trainer, batch=batch: train_step(trainer, batch), args.steps
+        )
+        variants[f"wall {label}"] = loader_steps(trainer, args.steps)
+        variants[f"load {label}"] = loader_steps(trainer, args.steps, train=False)
+    for measure in variants.values():  # warm-up
+        measure()
+    ratios: dict[str, list[float]] = {f"{kind} {label}": [] for label in trainers for kind in ("wall", "load")}
+    for _ in range(args.rounds):
+        measured = {key: measure() for key, measure in variants.items()}
+        for key in ratios:
+            ratios[key].append(measured[key] / measured[f"compute {key.split(' ', 1)[1]}"])
+    print(f"  {name}: wall time per step, and loading alone, / compute time per step")
+    for label in trainers:
+        wall, load = (statistics.median(ratios[f"{kind} {label}"]) for kind in ("wall", "load"))
+        print(f"    {label:<46} wall {wall:6.3f}  load {load:6.3f}")
+
+
+def cifar_like(n: int, seed: int = 0) -> Dataset:
+    """`n` random 32×32 RGB images stored as PNG in an in-memory `datasets.Dataset`, as CIFAR-10 is."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(seed)
+    images = [PILImage.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(n)]
+    features = Features({"img": Image(), "label": ClassLabel(num_classes=10)})
+    return Dataset.from_dict({"img": images, "label": rng.integers(0, 10, n).tolist()}, features=features)
+
+
+def image_datasets(raw: Dataset, crop_padding: int, horizontal_flip: bool) -> dict[str, Dataset]:
+    steps = augmentations(32, crop_padding, horizontal_flip)
+    decoded = with_decoded_transform(
+        decode_images(raw, "img", "label", 32), DecodedImageTransform(32, MEAN, STD, steps)
+    )
+    pil = with_pixel_transform(
+        raw, "img", "label", build_transforms(32, MEAN, STD, True, crop_padding, horizontal_flip)
+    )
+    return {"decoded once (recipes)": decoded, "PIL transform per step (before)": pil}
+
+
+def digits_setting(args) -> None:
+    print("digits demo: resnet18 -> test_resnet, 32x32, batch 32, random crops (DistillationTrainer)")
+    raw = load_image_classification("digits").train
+    trainers = {}
+    for label, dataset in image_datasets(raw, crop_padding=4, horizontal_flip=False).items():
+        for workers in args.num_workers:
+            teacher = create_image_model("resnet18", 10, image_size=32)
+            student = create_image_model("test_resnet", 10, image_size=32)
+            trainers[f"{label}, {workers} workers"] = make_trainer(student, dataset, 32, teacher, num_workers=workers)
+    data_path("data path", trainers, args)
+
+
+# ---- Vision and text settings ----
+
+
+def teacher_variants(teacher: nn.Module, inputs: torch.Tensor, args, cnn: bool) -> None:
+    """Each way of running the teacher forward / `torch.no_grad` in float32; the largest logit difference."""
+    teacher = teacher.eval()
+
+    def call(model: nn.Module, x: Any, mode: Callable = torch.no_grad) -> torch.Tensor:
+        with mode():
+            output = model(**x) if isinstance(x, dict) else model(x)
+        return output.logits if hasattr(output, "logits") else output
+
+    as_float = {k: v for k, v in inputs.items()} if isinstance(inputs, dict) else inputs
+    forwards: dict[str, Callable[[], torch.Tensor]] = {
+        "no_grad (baseline)": lambda: call(teacher, as_float),
+        "inference_mode": lambda: call(teacher, as_float, torch.inference_mode),
+    }
+    if cnn:
+        last = _copy(teacher).to(memory_format=torch.channels_last)
+        x_last = inputs.contiguous(memory_format=torch.channels_last)
+        forwards["channels_last"] = lambda: call(last, x_last)
+    bf16 = _copy(teacher).to(torch.bfloat16)
+    x_bf16 = inputs.to(torch.bfloat16) if not isinstance(inputs, dict) else inputs
+    forwards["bfloat16"] = lambda: call(bf16, x_bf16)
+    if args.compile:
+        compiled = torch.compile(_copy(teacher))
+        start = time.perf_counter()
+        call(compiled, as_float)
+        print(f"  torch.compile of the teacher: first call {time.perf_counter() - start:.1f} s")
+        forwards["torch.compile"] = lambda: call(compiled, as_float)
+    reference = forwards["no_grad (baseline)"]().float()
+    differences = {name: (fn().float() - reference).abs().max().item() for name, fn in forwards.items()}
+    measures = {name: autorange(fn, args.threads, args.min_run_time) for name, fn in forwards.items()}
+    ratios = median_ratios(measures, args.rounds, "no_grad (baseline)")
+    print("  teacher forward / no_grad in float32 (torch.utils.benchmark), max |logit difference|")
+    for name, ratio in ratios.items():
+        if name != "no_grad (baseline)":
+            print(f"    {name:<58} {ratio:6.3f}   {differences[name]:.1e}")
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def step_ratios(make_student: Callable[[], nn.Module], wrap_plain, teacher, dataset, batch_size, args) -> None:
+    """DistillationTrainer online and with cached logits / plain Trainer, and the limit plain + teacher forward."""
+    plain = make_trainer(wrap_plain(make_student()), dataset, batch_size, plain=True)
+    online = make_trainer(make_student(), dataset, batch_size, teacher)
+    cached = make_trainer(make_student(), dataset, batch_size)
+    batch = first_batch(plain)
+    teacher_inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        logits = online.get_teacher_outputs(teacher_inputs, None)[0]
+    cached_batch = {**batch, "teacher_logits": logits}
+
+    def teacher_forward() -> None:
+        with torch.no_grad():
+            online.get_teacher_outputs(teacher_inputs, None)
+
+    plain_step = timed(lambda: train_step(plain, batch), args.steps)
+    measures = {
+        "plain Trainer": plain_step,
+        "DistillationTrainer, teacher online": timed(lambda: train_step(online, batch), args.steps),
+        "DistillationTrainer, teacher_logits column": timed(lambda: train_step(cached, cached_batch), args.steps),
+        "limit: plain Trainer + teacher forward": lambda: plain_step() + timed(teacher_forward, args.steps)(),
+    }
+    for measure in measures.values():
+        measure()
+    report("step / plain Trainer step", median_ratios(measures, args.rounds, "plain Trainer"), "plain Trainer")
+
+
+def vision_setting(args) -> None:
+    size = args.batch_size
+    print(f"vision: {args.teacher} -> {args.student}, CIFAR stems, 32x32, batch {size}, crops and flips")
+
+    def make(name: str) -> nn.Module:
+        return create_image_model(name, 10, image_size=32, cifar_stem=True)
+
+    raw = cifar_like(args.images)
+    datasets = image_datasets(raw, crop_padding=4, horizontal_flip=True)
+    trainers = {}
+    for label, dataset in datasets.items():
+        for workers in args.num_workers:
+            trainer = make_trainer(make(args.student), dataset, size, make(args.teacher), num_workers=workers)
+            trainers[f"{label}, {workers} workers"] = trainer
+    data_path("data path (DistillationTrainer, teacher online)", trainers, args)
+    teacher = make(args.teacher)
+    step_ratios(lambda: make(args.student), PixelClassifier, teacher, datasets["decoded once (recipes)"], size, args)
+    teacher_variants(teacher, first_batch(trainers[next(iter(trainers))])["pixel_values"], args, cnn=True)
+
+
+def text_setting(args) -> None:
+    teacher_layers, student_layers = args.text_layers
+    print(f"text: BERT {teacher_layers}L -> {student_layers}L (width 256), batch 32 x 64 tokens")
+
+    def make(layers: int) -> BertForSequenceClassification:
+        config = BertConfig(
+            vocab_size=30522, hidden_size=256, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=1024
+        )
+        return BertForSequenceClassification(config)
+
+    rng = np.random.default_rng(0)
+    dataset = Dataset.from_dict(  # a tokenised dataset: lists of token ids, collated into tensors per batch
+        {
+            "input_ids": rng.integers(1000, 30000, (512, 64)).tolist(),
+            "attention_mask": np.ones((512, 64), dtype=int).tolist(),
+            "labels": rng.integers(0, 2, 512).tolist(),
+        }
+    )
+    trainers = {
+        f"{workers} workers": make_trainer(
+            make(student_layers), dataset, 32, make(teacher_layers), num_workers=workers
+        )
+        for workers in args.num_workers
+    }
+    data_path("data path (DistillationTrainer, teacher online)", trainers, args)
+    teacher = make(teacher_layers)
+    step_ratios(lambda: make(student_layers), lambda model: model, teacher, dataset, 32, args)
+    batch = first_batch(trainers[next(iter(trainers))])
+    teacher_variants(teacher, {k: v for k, v in batch.items() if k != "labels"}, args, cnn=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--settings", nargs="+", default=["digits", "vision", "text"], choices=["digits", "vision", "text"]
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are taken over them")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per measurement")
+    parser.add_argument("--min_run_time", type=float, default=1.0, help="seconds per blocked_autorange")
+    parser.add_argument("--teacher", default="resnet50", help="timm teacher of the vision setting")
+    parser.add_argument("--student", default="resnet18", help="timm student of the vision setting")
+    parser.add_argument("--batch_size", type=int, default=128, help="images per batch in the vision setting")
+    parser.add_argument("--images", type=int, default=1024, help="generated CIFAR-shaped images")
+    parser.add_argument("--text_layers", type=int, nargs=2, default=[6, 2], help="teacher and student layers")
+    parser.add_argument("--num_workers", type=int, nargs="+", default=[0], help="data-loader workers to compare")
+    parser.add_argument("--no_compile", dest="compile", action="store_false", help="skip torch.compile")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, medians of ratios")
+    for setting in args.settings:
+        {"digits": digits_setting, "vision": vision_setting, "text": text_setting}[setting](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The soft-target term for a teacher known by its cached top-k log-probabilities (an offline top-k cache)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..losses import topk_soft_target_loss
+from .base import DistillationBatch, TermLoss
+
+
+@dataclass
+class TopKTeacherOutputs:
+    """A top-k teacher cache's batch: what the trainer puts in `DistillationBatch.teacher_outputs`.
+
+    Attributes:
+        values: `(..., k)` the teacher's log-probabilities at T = 1 of its k most likely classes.
+        indices: `(..., k)` their class ids.
+        tail: how the loss treats the classes outside the top k (`"bucket"` or `"renormalize"`; see
+            :func:`hf_distill.losses.topk_soft_target_loss`).
+    """
+
+    values: Tensor
+    indices: Tensor
+    tail: str = "bucket"
+
+    @property
+    def k(self) -> int:
+        return self.values.shape[-1]
+
+    def logits(self, num_classes: int) -> Tensor:
+        """`(..., num_classes)` log-probabilities, `-inf` outside the top k: the batch's `teacher_logits`, which the
+        causal shift and the masks treat as live logits; its argmax is the teacher's top-1. The soft term reads the
+        top k back from it (:func:`topk_soft_term_loss`), so it is never used as full logits."""
+        if self.indices.numel() and int(self.indices.max()) >= num_classes:
+            raise ValueError(
+                f"The cached top-k holds class id {int(self.indices.max())}, the student has {num_classes} classes: "
+                "the cache was built with another vocabulary or label set."
+            )
+        dense = torch.full((*self.values.shape[:-1], num_classes), -math.inf, device=self.values.device)
+        return dense.scatter_(-1, self.indices.long(), self.values.float())
+
+
+def topk_soft_term_loss(term, batch: DistillationBatch) -> TermLoss:
+    """The soft term (:class:`~hf_distill.terms.SoftTargetTerm` `term`: its temperature and divergence) on a top-k
+    batch: :func:`hf_distill.losses.topk_soft_target_loss` per position, over the aligned (shifted) positions."""
+    topk: TopKTeacherOutputs = batch.teacher_outputs
+    if term.standardize:
+        raise ValueError("Logit standardization needs the teacher's full logits; a top-k cache holds k of them.")
+    values, indices = batch.teacher_logits.topk(topk.k, dim=-1)  # the cached top k at the aligned positions
+    per_position = topk_soft_target_loss(
+        batch.student_logits,
+        values,
+        indices,
+        term.temperature,
+        reduction="none",
+        tail=topk.tail,
+        divergence=term.divergence,
+        jsd_beta=term.jsd_beta,
+    )
+    if batch.soft_mask is None:
+        return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
+    return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")
