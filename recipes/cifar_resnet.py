@@ -8,7 +8,7 @@ without labels. Each setting reports the per-seed difference (distilled − scra
 and calls it significant only when the interval excludes 0. Any timm names work for --teacher_model /
 --student_model; 32x32 inputs get CIFAR stems (--cifar_stem).
 
-Offline demo on sklearn digits (no network; about 6 minutes on 2 CPU cores shared with other jobs). It uses smaller
+Offline demo on sklearn digits (no network; about 5 minutes on 2 CPU cores). It uses smaller
 models than the CIFAR defaults (resnet18 teacher, timm's tiny test_resnet student), the whole training split (1,347
 images; 135 labelled in the transfer set), 5 seeds and one CPU thread (--cpu_threads 1); see the config file:
 
