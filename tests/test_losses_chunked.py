@@ -135,6 +135,18 @@ def test_chunked_adds_at_most_half_a_logits_tensor_beyond_the_gradient(divergenc
     assert full >= 4 * logits_bytes  # what the measurement sees of the unchunked loss
 
 
+def test_the_trainers_causal_lm_soft_loss_adds_at_most_half_a_logits_tensor_beyond_the_gradient():
+    """The trainer's path (causal shift, label mask, weighted sum): the shift moves the labels, not the logits, so
+    no logits-sized gradient of a sliced view is written on top of the loss's own chunks."""
+    from benchmarks.loss_memory import trainer_soft_loss
+
+    student = _logits(4, 128, 2000, seed=1).requires_grad_()
+    teacher = _logits(4, 128, 2000, seed=2)
+    logits_bytes = student.numel() * 4
+    chunked = _peak_bytes(lambda: trainer_soft_loss(16)(student, teacher, 2.0, "forward_kl").backward())
+    assert chunked <= 1.5 * logits_bytes  # the student's gradient plus at most half a logits tensor
+
+
 # ---- Top-k ----
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_distill import DistillationTrainingArguments
-from hf_distill.evaluation.benchmark import benchmark_model, image_inputs, size_on_disk_mb
+from hf_distill.evaluation.benchmark import benchmark_model, image_inputs, size_on_disk_mb, time_forward
 from hf_distill.evaluation.generations import generation_entry
 from hf_distill.evaluation.methods import parse_method
 from hf_distill.evaluation.plots import (
@@ -132,10 +132,28 @@ def test_benchmark_counts_sizes_and_times():
     n = 3 * 4 * 9 + 4 + 4 * 36 * 2 + 2
     assert count_parameters(model) == n
     assert size_on_disk_mb(model) == pytest.approx(4 * n / 1e6, abs=2e-3)  # float32 + a small header
-    result = benchmark_model(model, image_inputs(8), batch_size=4, warmup=1, repeats=2, min_time_s=0.01)
+    result = benchmark_model(model, image_inputs(8), batch_size=4, warmup=1, min_time_s=0.01)
     assert result.parameters == n and result.latency_ms > 0 and result.throughput_per_s > 0
     assert result.batch_size == 4 and result.device.startswith("cpu")
     assert model.training  # the mode is restored
+
+
+def test_timing_runs_the_model_in_inference_mode_on_the_current_threads():
+    """torch.utils.benchmark's Timer runs on one thread unless told: the figures must be those of the run's setting."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))
+            return x
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert time_forward(Probe(), torch.zeros(1), warmup=2, min_time_s=0.001) > 0
+    finally:
+        torch.set_num_threads(before)
+    assert len(seen) > 2 and set(seen) == {(2, True)}
 
 
 def test_benchmark_takes_dict_inputs_and_shared_weights():
@@ -151,7 +169,7 @@ def test_benchmark_takes_dict_inputs_and_shared_weights():
 
     model = Tied()
     make = lambda n: {"input_ids": torch.zeros(n, 5, dtype=torch.long), "attention_mask": torch.ones(n, 5)}  # noqa: E731
-    result = benchmark_model(model, make, batch_size=2, warmup=0, repeats=1, min_time_s=0)
+    result = benchmark_model(model, make, batch_size=2, warmup=0, min_time_s=0)
     assert result.parameters == 40 and result.size_mb > 0
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.utils import benchmark as torch_benchmark
 
 from ..modeling import count_parameters
 
@@ -24,7 +23,7 @@ class BenchmarkResult:
     Attributes:
         parameters: number of parameters (shared tensors counted once).
         size_mb: size of the weights saved as safetensors, in MB (10⁶ bytes).
-        latency_ms: median wall time of one forward pass on a batch of 1, in milliseconds.
+        latency_ms: median time of one forward pass on a batch of 1, in milliseconds (`torch.utils.benchmark`).
         throughput_per_s: examples per second for forward passes on batches of `batch_size`.
         batch_size: the batch size used for `throughput_per_s`.
         device: where it ran, e.g. `"cpu (2 threads)"`.
@@ -75,27 +74,22 @@ def _to_device(inputs: Any, device: torch.device) -> Any:
     return inputs.to(device)
 
 
-def time_forward(model: nn.Module, inputs: Any, warmup: int = 3, repeats: int = 10, min_time_s: float = 0.0) -> float:
-    """Median wall time in seconds of `model(inputs)` under `torch.inference_mode`, after `warmup` calls.
+def time_forward(model: nn.Module, inputs: Any, warmup: int = 3, min_time_s: float = 0.2) -> float:
+    """Median time in seconds of one `model(inputs)` under `torch.inference_mode`, by `torch.utils.benchmark`.
 
-    Timed calls go on past `repeats` until they add up to `min_time_s` (at most 1000 calls), which steadies
-    the median of fast models on a busy machine.
+    After `warmup` untimed calls, `Timer.blocked_autorange` times blocks of calls (synchronising CUDA around each
+    block) until they add up to `min_time_s`, with PyTorch's current number of CPU threads (the `Timer` would
+    otherwise run on one); the median over blocks of the time per call is returned.
     """
-    device = next(model.parameters()).device
-    timings: list[float] = []
-    with torch.inference_mode():
-        i = 0
-        while i < warmup + repeats or (sum(timings) < min_time_s and len(timings) < 1000):
-            i += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
+
+    def forward() -> None:
+        with torch.inference_mode():
             _forward(model, inputs)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i > warmup:
-                timings.append(time.perf_counter() - start)
-    return statistics.median(timings)
+
+    for _ in range(warmup):
+        forward()
+    timer = torch_benchmark.Timer(stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_time_s).median
 
 
 def benchmark_model(
@@ -103,7 +97,6 @@ def benchmark_model(
     make_inputs: Callable[[int], Any],
     batch_size: int = 64,
     warmup: int = 3,
-    repeats: int = 10,
     min_time_s: float = 0.5,
 ) -> BenchmarkResult:
     """Measure `model` on its current device, in eval mode (the mode is restored afterwards).
@@ -113,15 +106,15 @@ def benchmark_model(
         make_inputs: `n -> inputs for a batch of n examples`: a tensor (e.g. (n, 3, 32, 32) pixels) or a dict
             of tensors (e.g. `input_ids` and `attention_mask` of shape (n, L)).
         batch_size: batch for the throughput measurement.
-        warmup, repeats: untimed and (at least) timed calls per measurement; the median is kept.
-        min_time_s: keep timing until the timed calls of each measurement add up to this.
+        warmup: untimed calls before each measurement.
+        min_time_s: time of the timed calls of each measurement (see `time_forward`, `torch.utils.benchmark`).
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
-        latency = time_forward(model, _to_device(make_inputs(1), device), warmup, repeats, min_time_s)
-        batched = time_forward(model, _to_device(make_inputs(batch_size), device), warmup, repeats, min_time_s)
+        latency = time_forward(model, _to_device(make_inputs(1), device), warmup, min_time_s)
+        batched = time_forward(model, _to_device(make_inputs(batch_size), device), warmup, min_time_s)
     finally:
         model.train(was_training)
     return BenchmarkResult(

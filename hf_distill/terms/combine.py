@@ -26,7 +26,8 @@ def align_batch(
         student_logits: `(B, C)` or `(B, L, V)`.
         teacher_logits: same shape, or `None`.
         labels: `(B,)` or `(B, L)` with -100 where ignored, or `None`.
-        shift_labels: causal LMs, whose logits at position i predict the token at i + 1.
+        shift_labels: causal LMs, whose logits at position i predict the token at i + 1: the labels (and the
+            attention mask) are shifted left, the last position masked out; the logits keep their length.
         vocab_size: compare both logits over their first `vocab_size` columns only, the ids of a tokenizer both
             models pad beyond (see `hf_distill.vocabularies.compared_vocab_size`); `None` to use them whole.
     """
@@ -35,11 +36,14 @@ def align_batch(
     if teacher_logits is not None:
         check_logit_shapes(student_logits, teacher_logits)
     attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None
-    if shift_labels:
-        student_logits = student_logits[..., :-1, :]
-        teacher_logits = teacher_logits[..., :-1, :] if teacher_logits is not None else None
-        labels = labels[..., 1:] if labels is not None else None
-        attention_mask = attention_mask[..., 1:] if attention_mask is not None else None
+    if shift_labels and student_logits.dim() == 3:
+        # The logits stay whole and the labels move: position i is scored on the token at i + 1, and the last
+        # position, which predicts nothing, is masked out. (Slicing the logits to `[:, :-1]` would give the same
+        # loss, but its backward pass writes one more logits-sized gradient before copying it into the whole.)
+        labels = _shift_left(labels, IGNORE_INDEX) if labels is not None else None
+        if attention_mask is None and labels is None:
+            attention_mask = torch.ones(student_logits.shape[:-1], dtype=torch.long, device=student_logits.device)
+        attention_mask = _shift_left(attention_mask, 0) if attention_mask is not None else None
     if labels is not None:
         mask = labels != IGNORE_INDEX
     else:
@@ -48,6 +52,11 @@ def align_batch(
     return DistillationBatch(
         inputs, student_logits, teacher_logits, labels, mask, soft_mask, student_outputs, teacher_outputs
     )
+
+
+def _shift_left(values: Tensor, fill: int) -> Tensor:
+    """`values[..., 1:]` followed by `fill`: the same shape, each position holding its successor's value."""
+    return torch.cat([values[..., 1:], values.new_full((*values.shape[:-1], 1), fill)], dim=-1)
 
 
 def check_term_names(terms: list[LossTerm]) -> None:
