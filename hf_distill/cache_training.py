@@ -1,5 +1,6 @@
-"""Training from an offline teacher cache: the trainer's part (which columns it keeps, how it reads them from a batch,
-and the check of a cached dataset before its first batch)."""
+"""Training from an offline teacher cache: the trainer's part (which columns it keeps and how it reads them from a
+batch). The trainer checks a cached dataset before its first batch (`teachers.cache_record.check_cache_for_training`).
+"""
 
 from typing import Any
 
@@ -7,15 +8,13 @@ from torch import Tensor
 
 from .modeling import CACHED_TEACHER_LOGITS_KEY, CACHED_TEACHER_OUTPUT_KEYS, CACHED_TEACHER_TOPK_VALUES_KEY
 from .teachers.augmented_cache import AUGMENTATION_PARAMS_KEY
-from .teachers.cache_record import check_cache_for_training
 from .terms import TopKTeacherOutputs
 
 
 class CachedTeacherMixin:
     """Mixed into [`DistillationTrainer`]: keeps the cached teacher columns (`teacher_logits`, or
-    `teacher_topk_values` and `teacher_topk_indices`) in the batches, takes them out of a batch before the models
-    see it, and checks a dataset that is a teacher cache (:func:`hf_distill.teachers.cache_record.
-    check_cache_for_training`) before its first batch, with the trainer's teacher if it has one."""
+    `teacher_topk_values` and `teacher_topk_indices`) in the batches and takes them out of a batch before the models
+    see it."""
 
     def _pop_cached_teacher(self, inputs: dict[str, Any]) -> Tensor | TopKTeacherOutputs | None:
         """Remove the cached teacher columns from `inputs`: full logits, a top-k batch, or `None`."""
@@ -42,18 +41,3 @@ class CachedTeacherMixin:
             super()._set_signature_columns_if_needed()
             kept = (*CACHED_TEACHER_OUTPUT_KEYS, AUGMENTATION_PARAMS_KEY)  # the last replayed by the data collator
             self._signature_columns.extend(key for key in kept if key not in self._signature_columns)
-
-    def _check_cache_once(self, dataset: Any) -> None:
-        checked = self.__dict__.setdefault("_checked_caches", set())
-        if dataset is not None and id(dataset) not in checked:
-            check_cache_for_training(dataset, self.teacher_model, self.args)
-            checked.add(id(dataset))
-
-    def get_train_dataloader(self):
-        self._check_cache_once(self.train_dataset)
-        return super().get_train_dataloader()
-
-    def get_eval_dataloader(self, eval_dataset=None):
-        if not isinstance(eval_dataset, str):
-            self._check_cache_once(eval_dataset if eval_dataset is not None else self.eval_dataset)
-        return super().get_eval_dataloader(eval_dataset)

@@ -23,6 +23,7 @@ from .modeling import (
 from .on_policy import OnPolicyMixin
 from .teachers import TeacherEnsemble, check_teacher_settings, prepare_teachers, routing_collator
 from .teachers.cache_columns import cached_teacher_collator
+from .teachers.cache_record import check_cache_for_training
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, TopKTeacherOutputs, soft_term
 from .terms.combine import align_batch, check_term_names, weighted_sum
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
@@ -302,9 +303,11 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
                 self._signature_columns.extend(PLAIN_MODULE_INPUT_KEYS)
 
     def _check_once(self, dataset: Any, split: str) -> None:
-        """Check a dataset's labels and token ids against the models (see `check_dataset`), once per dataset."""
+        """Check a dataset's labels and token ids against the models (see `check_dataset`) and, for a teacher cache,
+        the cache against the dataset and teacher (see `check_cache_for_training`), once per dataset."""
         if dataset is not None and id(dataset) not in self._checked_datasets:
             check_dataset(dataset, self.model, self.teacher_model, split)
+            check_cache_for_training(dataset, self.teacher_model, self.args)
             self._checked_datasets.add(id(dataset))
 
     def get_train_dataloader(self):
