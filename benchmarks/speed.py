@@ -31,22 +31,24 @@ within a round do not):
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, Features, Image
+import torch.nn.functional as F
+from datasets import Array3D, ClassLabel, Dataset, Features, Image
+from step_paths import Setting, first_batch, loader_steps, make_trainer, measure_paths, timed, train_step
 from torch import nn
 from torch.utils import benchmark
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM, Trainer
 
-from hf_distill import DistillationTrainer, DistillationTrainingArguments
+from hf_distill import cache_teacher_outputs
 from hf_distill.data.decoded_images import DecodedImageTransform, decode_images, with_decoded_transform
 from hf_distill.data.images import augmentations, build_transforms, load_image_classification, with_pixel_transform
 from hf_distill.recipes.timm_models import create_image_model
+from hf_distill.teachers import CropFlip, ReplayAugmentationCollator, cache_augmented_teacher_outputs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -62,18 +64,6 @@ def median_ratios(variants: dict[str, Callable[[], float]], rounds: int, baselin
         for name in variants:
             ratios[name].append(seconds[name] / seconds[baseline])
     return {name: statistics.median(values) for name, values in ratios.items()}
-
-
-def timed(fn: Callable[[], Any], repeats: int) -> Callable[[], float]:
-    """A measure: seconds per call of `fn`, over `repeats` calls."""
-
-    def measure() -> float:
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) / repeats
-
-    return measure
 
 
 def autorange(fn: Callable[[], Any], threads: int, min_run_time: float) -> Callable[[], float]:
@@ -97,76 +87,6 @@ class PixelClassifier(nn.Module):
         return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
 
 
-def _arguments(cls: type, output_dir: str, batch_size: int, num_workers: int, **fields: Any) -> TrainingArguments:
-    return cls(
-        output_dir=output_dir,
-        per_device_train_batch_size=batch_size,
-        use_cpu=True,
-        report_to=[],
-        disable_tqdm=True,
-        save_strategy="no",
-        dataloader_pin_memory=False,
-        dataloader_num_workers=num_workers,
-        dataloader_persistent_workers=num_workers > 0,
-        learning_rate=1e-3,
-        **fields,
-    )
-
-
-def make_trainer(model, dataset, batch_size: int, teacher=None, plain: bool = False, num_workers: int = 0, **fields):
-    output_dir = tempfile.mkdtemp()
-    if plain:
-        args = _arguments(TrainingArguments, output_dir, batch_size, num_workers)
-        trainer = Trainer(model=model, args=args, train_dataset=dataset)
-    else:
-        args = _arguments(DistillationTrainingArguments, output_dir, batch_size, num_workers, **fields)
-        trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, teacher_model=teacher)
-    trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
-    trainer.current_gradient_accumulation_steps = 1  # set by `Trainer.train`, read by `training_step`
-    return trainer
-
-
-def train_step(trainer: Trainer, batch: dict[str, Any]) -> None:
-    """What the Trainer does per optimizer step without gradient accumulation: forward, backward, update."""
-    trainer.model.train()
-    batch = trainer._prepare_inputs(batch)
-    trainer.training_step(trainer.model, batch)
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad()
-
-
-def loader_steps(trainer: Trainer, steps: int, train: bool = True) -> Callable[[], float]:
-    """A measure: wall seconds per step drawing the batches from the trainer's data loader (restarted at its end),
-    training on them, or with `train=False` only loading them."""
-    loader = trainer.get_train_dataloader()
-    iterator = iter(loader)
-
-    def measure() -> float:
-        nonlocal iterator
-        start = time.perf_counter()
-        for _ in range(steps):
-            batch = next(iterator, None)
-            if batch is None:
-                iterator = iter(loader)
-                batch = next(iterator)
-            if train:
-                train_step(trainer, batch)
-        return (time.perf_counter() - start) / steps
-
-    return measure
-
-
-def first_batch(trainer: Trainer) -> dict[str, Any]:
-    return next(iter(trainer.get_train_dataloader()))
-
-
-def report(title: str, ratios: dict[str, float], baseline: str) -> None:
-    print(f"  {title}")
-    for name, ratio in ratios.items():
-        if name != baseline:
-            print(f"    {name:<58} {ratio:6.3f}")
-
-
 # ---- Data path ----
 
 
@@ -178,8 +98,8 @@ def data_path(name: str, trainers: dict[str, Trainer], args) -> None:
         variants[f"compute {label}"] = timed(
             lambda trainer=trainer, batch=batch: train_step(trainer, batch), args.steps
         )
-        variants[f"wall {label}"] = loader_steps(trainer, args.steps)
-        variants[f"load {label}"] = loader_steps(trainer, args.steps, train=False)
+        variants[f"wall {label}"] = loader_steps(trainer, args.steps, train=True)
+        variants[f"load {label}"] = loader_steps(trainer, args.steps)
     for measure in variants.values():  # warm-up
         measure()
     ratios: dict[str, list[float]] = {f"{kind} {label}": [] for label in trainers for kind in ("wall", "load")}
@@ -272,38 +192,12 @@ def _copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def step_ratios(make_student: Callable[[], nn.Module], wrap_plain, teacher, dataset, batch_size, args) -> None:
-    """DistillationTrainer online and with cached logits / plain Trainer, and the limit plain + teacher forward."""
-    plain = make_trainer(wrap_plain(make_student()), dataset, batch_size, plain=True)
-    online = make_trainer(make_student(), dataset, batch_size, teacher)
-    cached = make_trainer(make_student(), dataset, batch_size)
-    batch = first_batch(plain)
-    teacher_inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
-        logits = online.get_teacher_outputs(teacher_inputs, None)[0]
-    cached_batch = {**batch, "teacher_logits": logits}
-
-    def teacher_forward() -> None:
-        with torch.no_grad():
-            online.get_teacher_outputs(teacher_inputs, None)
-
-    plain_step = timed(lambda: train_step(plain, batch), args.steps)
-    measures = {
-        "plain Trainer": plain_step,
-        "DistillationTrainer, teacher online": timed(lambda: train_step(online, batch), args.steps),
-        "DistillationTrainer, teacher_logits column": timed(lambda: train_step(cached, cached_batch), args.steps),
-        "limit: plain Trainer + teacher forward": lambda: plain_step() + timed(teacher_forward, args.steps)(),
-    }
-    for measure in measures.values():
-        measure()
-    report("step / plain Trainer step", median_ratios(measures, args.rounds, "plain Trainer"), "plain Trainer")
-
-
 def vision_setting(args) -> None:
     size = args.batch_size
     print(f"vision: {args.teacher} -> {args.student}, CIFAR stems, 32x32, batch {size}, crops and flips")
 
-    def make(name: str) -> nn.Module:
+    def make(name: str, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
         return create_image_model(name, 10, image_size=32, cifar_stem=True)
 
     raw = cifar_like(args.images)
@@ -314,16 +208,56 @@ def vision_setting(args) -> None:
             trainer = make_trainer(make(args.student), dataset, size, make(args.teacher), num_workers=workers)
             trainers[f"{label}, {workers} workers"] = trainer
     data_path("data path (DistillationTrainer, teacher online)", trainers, args)
-    teacher = make(args.teacher)
-    step_ratios(lambda: make(args.student), PixelClassifier, teacher, datasets["decoded once (recipes)"], size, args)
+    teacher = make(args.teacher, seed=1)
+    crop_flip = CropFlip(size=32, padding=4)
+    images = decoded_tensors(raw)
+
+    def build_cache(teacher: nn.Module, top_k: int | None) -> Dataset:  # one recorded crop and flip per image
+        return cache_augmented_teacher_outputs(teacher, images, crop_flip, draws=1, top_k=top_k, batch_size=size)
+
+    def logits(model: nn.Module, batch: dict) -> torch.Tensor:
+        return model(batch["pixel_values"])
+
+    print(
+        "  paths (caches: one recorded crop and flip per image, replayed by ReplayAugmentationCollator; top-k: k = 4 "
+        "of 10 classes)"
+    )
+    setting = Setting(
+        make_student=lambda: make(args.student),
+        teacher=teacher,
+        dataset=datasets["decoded once (recipes)"],
+        build_cache=build_cache,
+        cache_collator=ReplayAugmentationCollator(crop_flip),
+        wrap_plain=PixelClassifier,
+        hand=(logits, lambda batch: batch["labels"], lambda m, b: F.cross_entropy(logits(m, b), b["labels"])),
+        batch_size=size,
+        top_k=4,
+        examples=len(images),
+    )
+    measure_paths(setting, args)
     teacher_variants(teacher, first_batch(trainers[next(iter(trainers))])["pixel_values"], args, cnn=True)
+
+
+def decoded_tensors(raw: Dataset) -> Dataset:
+    """The images of `raw` decoded once and normalised, as float32 `(3, 32, 32)` arrays in torch format: what a
+    teacher cache is built from (it refuses on-the-fly transforms)."""
+    to_tensors = DecodedImageTransform(32, MEAN, STD)
+    features = Features({"pixel_values": Array3D((3, 32, 32), "float32"), "labels": ClassLabel(num_classes=10)})
+    decoded = decode_images(raw, "img", "label", 32)
+    def normalise(batch: dict[str, list]) -> dict[str, list]:
+        rows = to_tensors(batch)
+        return {"pixel_values": [pixels.numpy() for pixels in rows["pixel_values"]], "labels": rows["labels"]}
+
+    tensors = decoded.map(normalise, batched=True, features=features)
+    return tensors.with_format("torch")
 
 
 def text_setting(args) -> None:
     teacher_layers, student_layers = args.text_layers
     print(f"text: BERT {teacher_layers}L -> {student_layers}L (width 256), batch 32 x 64 tokens")
 
-    def make(layers: int) -> BertForSequenceClassification:
+    def make(layers: int, seed: int = 0) -> BertForSequenceClassification:
+        torch.manual_seed(seed)
         config = BertConfig(
             vocab_size=30522, hidden_size=256, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=1024
         )
@@ -344,17 +278,76 @@ def text_setting(args) -> None:
         for workers in args.num_workers
     }
     data_path("data path (DistillationTrainer, teacher online)", trainers, args)
-    teacher = make(teacher_layers)
-    step_ratios(lambda: make(student_layers), lambda model: model, teacher, dataset, 32, args)
+    teacher = make(teacher_layers, seed=1)
+
+    def logits(model: nn.Module, batch: dict) -> torch.Tensor:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    print("  paths (top-k: k = 1 of 2 classes, the rest of the mass in one bucket)")
+    setting = Setting(
+        make_student=lambda: make(student_layers),
+        teacher=teacher,
+        dataset=dataset,
+        build_cache=lambda teacher, top_k: cache_teacher_outputs(teacher, dataset, top_k=top_k, batch_size=32),
+        cache_collator=None,
+        wrap_plain=lambda model: model,
+        hand=(logits, lambda batch: batch["labels"], lambda model, batch: model(**batch).loss),
+        batch_size=32,
+        top_k=1,
+        examples=len(dataset),
+    )
+    measure_paths(setting, args)
     batch = first_batch(trainers[next(iter(trainers))])
     teacher_variants(teacher, {k: v for k, v in batch.items() if k != "labels"}, args, cnn=False)
 
 
+def causal_lm_setting(args) -> None:
+    batch, length, vocab_size = 2, 512, 32000
+    print(f"causal LM: Llama 4L -> 2L (width 256), V = {vocab_size}, batch {batch} x {length} tokens")
+
+    def make(layers: int, seed: int = 0) -> LlamaForCausalLM:
+        torch.manual_seed(seed)
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=length,
+        )
+        return LlamaForCausalLM(config)
+
+    tokens = np.random.default_rng(0).integers(0, vocab_size, (args.lm_examples, length)).tolist()
+    dataset = Dataset.from_dict(
+        {"input_ids": tokens, "attention_mask": [[1] * length] * len(tokens), "labels": tokens}
+    )
+
+    def logits(model: nn.Module, batch: dict) -> torch.Tensor:  # next-token logits (N, V)
+        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return output.logits[:, :-1].reshape(-1, vocab_size)
+
+    print("  paths (top-k: k = 32; peak also in units of one float32 logits tensor of the batch)")
+    setting = Setting(
+        make_student=lambda: make(2),
+        teacher=make(4, seed=1),
+        dataset=dataset,
+        build_cache=lambda teacher, top_k: cache_teacher_outputs(teacher, dataset, top_k=top_k, batch_size=batch),
+        cache_collator=None,
+        wrap_plain=lambda model: model,
+        hand=(logits, lambda b: b["labels"][:, 1:].reshape(-1), lambda model, b: model(**b).loss),
+        batch_size=batch,
+        top_k=32,
+        examples=len(dataset),
+    )
+    measure_paths(setting, args, logits_numel=batch * length * vocab_size)
+
+
+SETTINGS = {"digits": digits_setting, "vision": vision_setting, "text": text_setting, "lm": causal_lm_setting}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--settings", nargs="+", default=["digits", "vision", "text"], choices=["digits", "vision", "text"]
-    )
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are taken over them")
     parser.add_argument("--steps", type=int, default=2, help="training steps per measurement")
@@ -363,6 +356,7 @@ def main() -> None:
     parser.add_argument("--student", default="resnet18", help="timm student of the vision setting")
     parser.add_argument("--batch_size", type=int, default=128, help="images per batch in the vision setting")
     parser.add_argument("--images", type=int, default=1024, help="generated CIFAR-shaped images")
+    parser.add_argument("--lm_examples", type=int, default=4, help="rows of 512 tokens in the causal-LM setting")
     parser.add_argument("--text_layers", type=int, nargs=2, default=[6, 2], help="teacher and student layers")
     parser.add_argument("--num_workers", type=int, nargs="+", default=[0], help="data-loader workers to compare")
     parser.add_argument("--no_compile", dest="compile", action="store_false", help="skip torch.compile")
@@ -371,7 +365,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds, medians of ratios")
     for setting in args.settings:
-        {"digits": digits_setting, "vision": vision_setting, "text": text_setting}[setting](args)
+        SETTINGS[setting](args)
 
 
 if __name__ == "__main__":

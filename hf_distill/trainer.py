@@ -117,9 +117,7 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
         self.compared_vocab_size = compared_vocab_size(self.model, self.teacher_model, *tokenizers)
         self.data_collator = cached_teacher_collator(routing_collator(self.data_collator, self.teacher_model))
         self._needs_hidden_states = any(getattr(term, "needs_hidden_states", False) for term in self.loss_terms)
-        # compute_loss normalises by `num_items_in_batch` itself, so the Trainer must count it and not rescale the loss
-        # for gradient accumulation a second time.
-        self.model_accepts_loss_kwargs = True
+        self.model_accepts_loss_kwargs = True  # compute_loss uses the Trainer's `num_items_in_batch` (no rescaling)
         # The Trainer misses causal LMs whose class name has no loss type (GPT2LMHeadModel); its count of
         # `num_items_in_batch` must use the same shift as the loss.
         self._loss_shifts_labels = self._loss_shifts_labels or is_causal_lm(self.model)
@@ -161,8 +159,9 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
         inputs = {key: value for key, value in teacher_inputs.items() if key != self.args.teacher_column}
         self._set_up_feature_terms(teacher_inputs)
         with self._feature_hooks():
-            student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
+            # The teacher first: its activations are freed before the student's are kept for the backward pass.
             teacher_logits, teacher_outputs = self.get_teacher_outputs(teacher_inputs, cached_teacher_logits)
+            student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
             teacher_logits = self._cached_topk_logits(teacher_logits, teacher_outputs, student_logits)
             features = self._recorded_features()
         shift, vocab = self._loss_shifts_labels, self.compared_vocab_size

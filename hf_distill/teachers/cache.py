@@ -118,6 +118,7 @@ def cache_teacher_outputs(
     )
     outputs[TEACHER_INPUT_HASH_KEY] = pa.array(row_hashes(shard, columns))
     cached = datasets.concatenate_datasets([shard, datasets.Dataset(InMemoryTable(pa.table(outputs)))], axis=1)
+    cached = _with_format_of(cached, dataset, list(outputs))
     if accelerator.num_processes > 1:
         cached = _merge_shards(cached, Path(output_dir), accelerator)
     name, name_or_path = teacher_identity(teacher)
@@ -192,6 +193,14 @@ def _teacher_outputs(
     if not stored[names[0]]:
         raise ValueError("The dataset is empty: there is nothing to cache.")
     return {name: nested_array(rows) for name, rows in stored.items()}, num_classes, per_position
+
+
+def _with_format_of(cached: datasets.Dataset, dataset: datasets.Dataset, added: list[str]) -> datasets.Dataset:
+    """`cached` in the format of `dataset` (e.g. `"torch"`: its rows come as tensors, not Python lists, which a data
+    loader would turn into tensors again at every step), the `added` columns included."""
+    format, columns = dataset.format, dataset.format["columns"]
+    columns = None if columns is None or set(columns) == set(dataset.column_names) else [*columns, *added]
+    return cached.with_format(format["type"], columns, format["output_all_columns"], **format["format_kwargs"])
 
 
 def _merge_shards(shard: datasets.Dataset, output_dir: Path, accelerator: PartialState) -> datasets.Dataset:

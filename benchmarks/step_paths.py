@@ -1,0 +1,293 @@
+"""Every training path of one setting, timed in one process: plain training and online distillation as a hand-written
+PyTorch loop and through the trainers, distillation from a full and from a top-k teacher cache, the teacher forward
+alone, the cache build, the data loading per step and the peak memory; then the targets of `benchmarks/speed.py`.
+
+A step is what the Trainer does per optimizer step without gradient accumulation (forward, loss, backward, gradient
+clipping at `max_grad_norm`, optimizer and scheduler step, zero grad), timed on a batch already in memory; the
+hand-written loops do the same with the same optimizer (fused AdamW, the Trainer's default). The data loading per
+step is timed apart, drawing batches from each path's data loader, and added for the targets.
+"""
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import torch
+import torch.nn.functional as F
+from loss_memory import profiled_bytes
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from hf_distill import DistillationTrainer, DistillationTrainingArguments
+
+EPOCHS = (1, 3, 10)  # of the target for training from a cache, build included
+
+
+# ---- Trainers, loops and steps ----
+
+
+def make_trainer(model, dataset, batch_size: int, teacher=None, plain: bool = False, num_workers: int = 0, **fields):
+    """A plain `Trainer` or a `DistillationTrainer` ready for `train_step` (optimizer and scheduler created)."""
+    cls = TrainingArguments if plain else DistillationTrainingArguments
+    collator = fields.pop("data_collator", None)
+    args = cls(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=batch_size,
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        save_strategy="no",
+        dataloader_pin_memory=False,
+        dataloader_num_workers=num_workers,
+        dataloader_persistent_workers=num_workers > 0,
+        learning_rate=1e-3,
+        **fields,
+    )
+    if plain:
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    else:
+        trainer = DistillationTrainer(model, args, collator, dataset, teacher_model=teacher)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10**6)
+    trainer.current_gradient_accumulation_steps = 1  # set by `Trainer.train`, read by `training_step`
+    return trainer
+
+
+def train_step(trainer: Trainer, batch: dict[str, Any]) -> None:
+    """One optimizer step of `trainer` on `batch`, as `Trainer.train` runs it without gradient accumulation."""
+    trainer.model.train()
+    batch = trainer._prepare_inputs(batch)
+    trainer.training_step(trainer.model, batch)
+    trainer.accelerator.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    trainer.optimizer.zero_grad()
+
+
+def first_batch(trainer: Trainer) -> dict[str, Any]:
+    return next(iter(trainer.get_train_dataloader()))
+
+
+def loader_steps(trainer: Trainer, steps: int, train: bool = False) -> Callable[[], float]:
+    """A measure: seconds per batch drawn from the trainer's data loader (restarted at its end), only loading it or,
+    with `train=True`, also training on it (the wall time of a step)."""
+    loader = trainer.get_train_dataloader()
+    iterator = iter(loader)
+
+    def measure() -> float:
+        nonlocal iterator
+        start = time.perf_counter()
+        for _ in range(steps):
+            batch = next(iterator, None)
+            if batch is None:
+                iterator = iter(loader)
+                batch = next(iterator)
+            if train:
+                train_step(trainer, batch)
+        return (time.perf_counter() - start) / steps
+
+    return measure
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> Callable[[], float]:
+    """A measure: seconds per call of `fn`, over `repeats` calls."""
+
+    def measure() -> float:
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats
+
+    return measure
+
+
+def hand_kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float):
+    """Hinton's loss as a user writes it: `alpha * T² * KL(teacher_T || student_T) + (1 - alpha) * CE`, averaged over
+    the labelled examples or tokens (`(N, C)` logits, `(N,)` labels with -100 for the uncounted)."""
+    counted = labels != -100
+    student, teacher = student[counted], teacher[counted]
+    student_log_probs, teacher_log_probs = (F.log_softmax(x / temperature, -1) for x in (student, teacher))
+    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    return alpha * temperature**2 * kl + (1 - alpha) * F.cross_entropy(student, labels[counted])
+
+
+@dataclass
+class HandLoop:
+    """A hand-written training loop: `logits(model, batch)` and `labels(batch)` give `(N, C)` logits and `(N,)`
+    labels (a causal LM's shifted), `plain_loss(model, batch)` the loss of plain training; with a `teacher`, Hinton's
+    loss."""
+
+    model: nn.Module
+    logits: Callable[[nn.Module, dict], torch.Tensor]
+    labels: Callable[[dict], torch.Tensor]
+    plain_loss: Callable[[nn.Module, dict], torch.Tensor]
+    teacher: nn.Module | None = None
+    alpha: float = 0.5
+    temperature: float = 2.0
+    max_grad_norm: float = 1.0
+    optimizer: torch.optim.Optimizer = field(init=False)
+    scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.0, fused=True)
+        self.scheduler = torch.optim.lr_scheduler.LinearLR(self.optimizer, 1.0, 0.0, total_iters=10**6)
+        if self.teacher is not None:
+            self.teacher.eval().requires_grad_(False)
+
+    def step(self, batch: dict[str, Any]) -> None:
+        self.model.train()
+        if self.teacher is None:
+            loss = self.plain_loss(self.model, batch)
+        else:
+            with torch.no_grad():
+                teacher = self.logits(self.teacher, batch)
+            student = self.logits(self.model, batch)
+            loss = hand_kd_loss(student, teacher, self.labels(batch), self.alpha, self.temperature)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+
+
+# ---- One setting ----
+
+
+@dataclass
+class Setting:
+    """What `measure_paths` needs of a setting.
+
+    Attributes:
+        make_student: a fresh student (same initial weights each call).
+        teacher: the teacher, frozen.
+        dataset: the training data of the plain and online paths, as the recipes give it.
+        build_cache: `build_cache(teacher, top_k)` → the cache dataset (`top_k=None`: full logits).
+        cache_collator: the data collator of the cache paths (`None`: the trainer's default).
+        wrap_plain: the student as `transformers.Trainer` calls it (keywords in, a loss out).
+        hand: `(logits, labels, plain_loss)` of :class:`HandLoop`.
+        batch_size, top_k, examples: per step, of the top-k cache, of the dataset the caches are built from.
+    """
+
+    make_student: Callable[[], nn.Module]
+    teacher: nn.Module
+    dataset: datasets.Dataset
+    build_cache: Callable[[nn.Module, int | None], datasets.Dataset]
+    cache_collator: Any
+    wrap_plain: Callable[[nn.Module], nn.Module]
+    hand: tuple[Callable, Callable, Callable]
+    batch_size: int
+    top_k: int
+    examples: int
+
+
+def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> None:
+    """Print ms per step, loading ms per step and peak memory of every path of `setting`, then the targets.
+
+    With `logits_numel` (the elements of one batch's student logits), peak memory is also given in units of one
+    float32 logits tensor."""
+    size = setting.batch_size
+    builds, caches = {}, {}
+    for name, top_k in (("full", None), ("top-k", setting.top_k)):
+        start = time.perf_counter()
+        caches[name] = setting.build_cache(setting.teacher, top_k)
+        builds[name] = time.perf_counter() - start
+    plain = make_trainer(setting.wrap_plain(setting.make_student()), setting.dataset, size, plain=True)
+    online = make_trainer(setting.make_student(), setting.dataset, size, setting.teacher)
+    full, topk = (
+        make_trainer(setting.make_student(), caches[name], size, data_collator=setting.cache_collator)
+        for name in ("full", "top-k")
+    )
+    hand_plain = HandLoop(setting.make_student(), *setting.hand)
+    distillation = online.args
+    hand_online = HandLoop(
+        setting.make_student(), *setting.hand, setting.teacher, distillation.alpha, distillation.temperature
+    )
+    batch, full_batch, topk_batch = (first_batch(trainer) for trainer in (plain, full, topk))
+    teacher_inputs = {key: value for key, value in batch.items() if key != "labels"}
+
+    def teacher_forward() -> None:
+        with torch.no_grad():
+            online.get_teacher_outputs(teacher_inputs, None)
+
+    steps = {
+        "plain, hand-written loop": lambda: hand_plain.step(batch),
+        "plain, Trainer": lambda: train_step(plain, batch),
+        "online, hand-written loop": lambda: hand_online.step(batch),
+        "online, DistillationTrainer": lambda: train_step(online, batch),
+        "full cache, DistillationTrainer": lambda: train_step(full, full_batch),
+        f"top-{setting.top_k} cache, DistillationTrainer": lambda: train_step(topk, topk_batch),
+        "teacher forward alone": teacher_forward,
+    }
+    loaders = {"dataset": plain, "full cache": full, "top-k cache": topk}
+    measures = {name: timed(step, args.steps) for name, step in steps.items()}
+    measures.update({f"load {name}": loader_steps(trainer, args.steps) for name, trainer in loaders.items()})
+    for measure in measures.values():  # warm-up: optimizer states, allocator, caches of the first calls
+        measure()
+    peaks = {name: profiled_bytes(step)[0] for name, step in steps.items()}
+    load_of = {name: "load dataset" for name in steps if name != "teacher forward alone"}
+    load_of["full cache, DistillationTrainer"] = "load full cache"
+    load_of[f"top-{setting.top_k} cache, DistillationTrainer"] = "load top-k cache"
+    rounds = []
+    for _ in range(args.rounds):
+        times = {name: measure() for name, measure in measures.items()}
+        times.update({f"{name} + loading": times[name] + times[load] for name, load in load_of.items()})
+        rounds.append(times)
+
+    def median(key: str) -> float:
+        return statistics.median(times[key] for times in rounds)
+
+    unit = f"{'peak / logits':>15}" if logits_numel else ""
+    print(f"    {'path':<38}{'ms/step':>9}{'loading':>9}{'peak MB':>9}{unit}")
+    for name in steps:
+        loads = median(load_of[name]) * 1e3 if name in load_of else 0.0
+        row = f"    {name:<38}{median(name) * 1e3:9.1f}{loads:9.1f}{peaks[name] / 2**20:9.1f}"
+        print(row + (f"{peaks[name] / (logits_numel * 4):15.3f}" if logits_numel else ""))
+    for name, seconds in builds.items():
+        per_batch = seconds / setting.examples * size * 1e3
+        print(
+            f"    cache build, {name}: {seconds:.2f} s for {setting.examples} examples ({per_batch:.1f} ms per batch "
+            f"of {size}); {caches[name].data.nbytes / 2**20:.1f} MB in Arrow"
+        )
+    print_targets(rounds, builds, setting)
+
+
+def print_targets(rounds: list[dict[str, float]], builds: dict[str, float], setting: Setting) -> None:
+    """The targets, each the median over the rounds of a ratio taken within one round; every training path's step
+    with its data loading."""
+    build_per_step = {name: seconds / setting.examples * setting.batch_size for name, seconds in builds.items()}
+    plain, online = "plain, Trainer + loading", "online, DistillationTrainer + loading"
+    full, topk = (
+        "full cache, DistillationTrainer + loading",
+        f"top-{setting.top_k} cache, DistillationTrainer + loading",
+    )
+    teacher = "teacher forward alone"
+    checks: list[tuple[str, Callable[[dict[str, float]], float], float]] = [
+        (
+            "online DistillationTrainer / (plain Trainer + teacher forward)",
+            lambda t: t[online] / (t[plain] + t[teacher]),
+            1.03,
+        ),
+        ("plain: Trainer / hand-written loop", lambda t: t[plain] / t["plain, hand-written loop + loading"], 1.05),
+        (
+            "online: DistillationTrainer / hand-written loop",
+            lambda t: t[online] / t["online, hand-written loop + loading"],
+            1.05,
+        ),
+        ("full cache / plain Trainer", lambda t: t[full] / t[plain], 1.05),
+        ("top-k cache / plain Trainer", lambda t: t[topk] / t[plain], 1.05),
+    ]
+    for e in EPOCHS:
+        checks.append(
+            (
+                f"{e} epoch(s) from the full cache with its build / (plain + teacher forward / {e})",
+                lambda t, e=e: (t[full] + build_per_step["full"] / e) / (t[plain] + t[teacher] / e),
+                1.0,
+            )
+        )
+    print("    targets (medians over the rounds of ratios within a round)")
+    for name, ratio, limit in checks:
+        value = statistics.median(ratio(times) for times in rounds)
+        print(f"      {name:<82}{value:6.3f}  <= {limit:.2f}  {'met' if value <= limit else 'MISSED'}")
