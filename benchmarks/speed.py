@@ -244,6 +244,7 @@ def decoded_tensors(raw: Dataset) -> Dataset:
     to_tensors = DecodedImageTransform(32, MEAN, STD)
     features = Features({"pixel_values": Array3D((3, 32, 32), "float32"), "labels": ClassLabel(num_classes=10)})
     decoded = decode_images(raw, "img", "label", 32)
+
     def normalise(batch: dict[str, list]) -> dict[str, list]:
         rows = to_tensors(batch)
         return {"pixel_values": [pixels.numpy() for pixels in rows["pixel_values"]], "labels": rows["labels"]}
