@@ -1,32 +1,39 @@
-"""Time per training step of the distillation paths, as ratios measured in one process: the data path against the
-compute of a step, DistillationTrainer against the plain Trainer (online teacher, cached teacher logits), and the
-cheaper ways of running the teacher.
+"""Time and memory per training step of every distillation path, measured in one process: the data path, plain
+training and online distillation as a hand-written PyTorch loop and through the trainers, distillation from a full
+and from a top-k teacher cache, the teacher forward alone and its cheaper variants, the cache build and the peak
+memory; and the targets they are held to.
 
 Run from the repository root:
 
     python benchmarks/speed.py --threads 2                              # every setting, the defaults below
     python benchmarks/speed.py --settings vision --teacher resnet18 --student test_resnet --batch_size 64
-    python benchmarks/speed.py --settings text --no_compile
+    python benchmarks/speed.py --settings text lm --rounds 9 --steps 1 --variants inference_mode compile
 
 Settings (models built in code with random weights; nothing is downloaded):
 - `digits`: the demo (`recipes/configs/digits_demo.json`): timm resnet18 → test_resnet on the sklearn digits at
   32×32, batch 32, random crops; the data path only.
 - `vision`: the CIFAR recipe's shape (`recipes/configs/cifar10_resnet.json`): timm `--teacher` → `--student` with
   CIFAR stems at 32×32, `--batch_size` images, random crops and flips, on generated CIFAR-shaped data (random PNG
-  images in an in-memory `datasets.Dataset`, as CIFAR-10 comes from the Hub).
-- `text`: BERT with `--text_layers` (6 and 2) of width 256, batch 32 × 64 tokens of a tokenised dataset.
+  images in an in-memory `datasets.Dataset`, as CIFAR-10 comes from the Hub). Its caches hold one recorded crop and
+  flip per image, replayed for the student (`cache_augmented_teacher_outputs`); top-k keeps 4 of the 10 classes.
+- `text`: BERT with `--text_layers` (6 and 2) of width 256, batch 32 × 64 tokens of a tokenised dataset, 2 labels
+  (top-k: k = 1 and the rest of the mass in one bucket).
+- `lm`: a Llama-style causal LM, 4 → 2 layers of width 256, V = 32,000, batch 2 × 512 tokens (top-k: k = 32); peak
+  memory also in units of one float32 logits tensor.
 
-What is printed, each a median over `--rounds` interleaved rounds (absolute times drift on a shared machine, ratios
-within a round do not):
-- data path: wall time per step (batches drawn from the Trainer's data loader) / compute time per step (the same
-  step on a batch already in memory), and the loading alone / compute time per step (steadier on a busy machine);
-  for images, decoded once (`hf_distill.data.decoded_images`, what the recipes use) and, for comparison, decoded and
-  transformed from PIL images at every step; `--num_workers` data-loader workers (persistent).
-- steps: DistillationTrainer with the teacher online / plain `transformers.Trainer`, with a `teacher_logits`
-  column / plain, and the limit (plain + teacher forward) / plain.
-- teacher forward: `torch.utils.benchmark.Timer.blocked_autorange` of each variant / `torch.no_grad` in float32:
-  `torch.inference_mode`, channels-last (CNN teachers), bfloat16, `torch.compile`; with the largest difference of
-  its logits from the baseline's.
+What is printed; times are medians over `--rounds` interleaved rounds (absolute times drift on a shared machine,
+ratios within a round less so), each of `--steps` steps:
+- data path (`digits`, `vision`, `text`): wall time per step (batches drawn from the Trainer's data loader) / compute
+  time per step (the same step on a batch already in memory), and the loading alone / compute; for images, decoded
+  once (`hf_distill.data.decoded_images`, what the recipes use) and, for comparison, decoded and transformed from
+  PIL images at every step; `--num_workers` data-loader workers (persistent).
+- paths (`vision`, `text`, `lm`; see `step_paths.py`): ms per step on a batch in memory, ms of loading per step,
+  peak memory of torch's allocations in a step; the cache builds; and the targets: online DistillationTrainer ≤ 1.03
+  × (plain Trainer + teacher forward), Trainer ≤ 1.05 × the hand-written loop (plain and online), full-cache and
+  top-k-cache steps ≤ 1.05 × plain, E epochs from the full cache with its build ≤ plain + teacher forward / E.
+- teacher forward (`--variants`): `torch.utils.benchmark.Timer.blocked_autorange` of each variant / `torch.no_grad`
+  in float32: `torch.inference_mode`, channels-last (CNN teachers), bfloat16, `torch.compile`; with the largest
+  difference of its logits from the baseline's.
 """
 
 import argparse
@@ -149,6 +156,9 @@ def digits_setting(args) -> None:
 # ---- Vision and text settings ----
 
 
+TEACHER_VARIANTS = ("inference_mode", "channels_last", "bfloat16", "compile")
+
+
 def teacher_variants(teacher: nn.Module, inputs: torch.Tensor, args, cnn: bool) -> None:
     """Each way of running the teacher forward / `torch.no_grad` in float32; the largest logit difference."""
     teacher = teacher.eval()
@@ -159,18 +169,18 @@ def teacher_variants(teacher: nn.Module, inputs: torch.Tensor, args, cnn: bool) 
         return output.logits if hasattr(output, "logits") else output
 
     as_float = {k: v for k, v in inputs.items()} if isinstance(inputs, dict) else inputs
-    forwards: dict[str, Callable[[], torch.Tensor]] = {
-        "no_grad (baseline)": lambda: call(teacher, as_float),
-        "inference_mode": lambda: call(teacher, as_float, torch.inference_mode),
-    }
-    if cnn:
+    forwards: dict[str, Callable[[], torch.Tensor]] = {"no_grad (baseline)": lambda: call(teacher, as_float)}
+    if "inference_mode" in args.variants:
+        forwards["inference_mode"] = lambda: call(teacher, as_float, torch.inference_mode)
+    if cnn and "channels_last" in args.variants:
         last = _copy(teacher).to(memory_format=torch.channels_last)
         x_last = inputs.contiguous(memory_format=torch.channels_last)
         forwards["channels_last"] = lambda: call(last, x_last)
-    bf16 = _copy(teacher).to(torch.bfloat16)
-    x_bf16 = inputs.to(torch.bfloat16) if not isinstance(inputs, dict) else inputs
-    forwards["bfloat16"] = lambda: call(bf16, x_bf16)
-    if args.compile:
+    if "bfloat16" in args.variants:
+        bf16 = _copy(teacher).to(torch.bfloat16)
+        x_bf16 = inputs.to(torch.bfloat16) if not isinstance(inputs, dict) else inputs
+        forwards["bfloat16"] = lambda: call(bf16, x_bf16)
+    if "compile" in args.variants:
         compiled = torch.compile(_copy(teacher))
         start = time.perf_counter()
         call(compiled, as_float)
@@ -360,7 +370,9 @@ def main() -> None:
     parser.add_argument("--lm_examples", type=int, default=4, help="rows of 512 tokens in the causal-LM setting")
     parser.add_argument("--text_layers", type=int, nargs=2, default=[6, 2], help="teacher and student layers")
     parser.add_argument("--num_workers", type=int, nargs="+", default=[0], help="data-loader workers to compare")
-    parser.add_argument("--no_compile", dest="compile", action="store_false", help="skip torch.compile")
+    parser.add_argument(
+        "--variants", nargs="*", default=list(TEACHER_VARIANTS), choices=TEACHER_VARIANTS, help="teacher forwards"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -230,9 +230,10 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
     load_of = {name: "load dataset" for name in steps if name != "teacher forward alone"}
     load_of["full cache, DistillationTrainer"] = "load full cache"
     load_of[f"top-{setting.top_k} cache, DistillationTrainer"] = "load top-k cache"
-    rounds = []
-    for _ in range(args.rounds):
-        times = {name: measure() for name, measure in measures.items()}
+    rounds, names = [], list(measures)
+    for index in range(args.rounds):  # each round starts at another path, so that none always follows the same one
+        order = names[index % len(names) :] + names[: index % len(names)]
+        times = {name: measures[name]() for name in order}
         times.update({f"{name} + loading": times[name] + times[load] for name, load in load_of.items()})
         rounds.append(times)
 

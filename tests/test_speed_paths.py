@@ -207,3 +207,31 @@ def test_channels_last_refuses_a_teacher_without_convolutions(args_factory):
     teacher, student = _gpt2_pair()
     with pytest.raises(ValueError, match="teacher_channels_last needs a teacher with 4-D"):
         DistillationTrainer(model=student, teacher_model=teacher, args=args_factory(teacher_channels_last=True))
+
+
+class _RepeatingNet(torch.nn.Module):
+    """`(B, 3, 8, 8)` images → logits through two `(B, 192 * copies)` activations, the repeated pixels and their
+    product with a weight: with autograd both are kept for the backward pass, without it both exist for a moment."""
+
+    def __init__(self, copies: int = 256, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.copies, self.head = copies, torch.nn.Linear(192, 3)
+
+    def forward(self, pixel_values):
+        wide = pixel_values.flatten(1).repeat(1, self.copies) * self.head.weight[0, 0]
+        return self.head(wide.view(len(pixel_values), self.copies, 192).mean(1))
+
+
+def test_the_teacher_runs_before_the_student_so_their_activations_never_add_up(args_factory):
+    from benchmarks.loss_memory import profiled_bytes
+    from tests.conftest import image_dataset
+
+    dataset, student = image_dataset(16), _RepeatingNet(seed=0)
+    trainer = DistillationTrainer(student, args_factory(), train_dataset=dataset, teacher_model=_RepeatingNet(seed=1))
+    batch = {key: torch.stack([row[key] for row in dataset]) for key in ("pixel_values", "labels")}
+    wide_bytes = 16 * 192 * student.copies * 4
+    losses = []  # keeps the student's activations alive until the profiler has stopped
+    peak = profiled_bytes(lambda: losses.append(trainer.compute_loss(student, dict(batch))))[0]
+    # Teacher first: at most two wide activations at a time. Student first: its two, kept, plus the teacher's two.
+    assert 2 * wide_bytes <= peak < 3 * wide_bytes
