@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hf_distill.losses import (
     DIVERGENCES,
     chunked_soft_target_loss,
+    chunked_topk_soft_target_loss,
     soft_target_loss,
     teacher_topk,
     topk_soft_target_loss,
@@ -249,3 +250,31 @@ def test_topk_error_on_a_trained_language_model_is_bounded():
             student_logits, outputs.teacher_logits, outputs.mask, 32, "bucket"
         )
         assert value_error < 0.65 and gradient_error < 0.3, (name, value_error, gradient_error)
+
+
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+@pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
+def test_chunked_top_k_loss_equals_the_top_k_loss_in_value_and_gradient(tail, divergence):
+    student = _logits(3, 7, 50, seed=1).requires_grad_()
+    values, indices = teacher_topk(_logits(3, 7, 50, seed=2), k=5)
+    mask = torch.rand(3, 7, generator=torch.Generator().manual_seed(3)) > 0.3
+    results = []
+    for loss_fn, extra in ((topk_soft_target_loss, {}), (chunked_topk_soft_target_loss, {"chunk_size": 4})):
+        for reduction in ("mean", "none"):
+            loss = loss_fn(student, values, indices, 2.0, mask, reduction, tail, divergence, **extra)
+            (loss.sum() if reduction == "none" else loss).backward()
+            results.append((loss.detach(), student.grad.clone()))
+            student.grad = None
+    for (plain, plain_grad), (chunked, chunked_grad) in zip(results[:2], results[2:], strict=True):
+        torch.testing.assert_close(chunked, plain, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(chunked_grad, plain_grad, atol=1e-7, rtol=1e-5)
+
+
+def test_chunked_top_k_loss_adds_at_most_half_a_logits_tensor_beyond_the_gradient():
+    student = _logits(4, 128, 2000, seed=1).requires_grad_()
+    values, indices = teacher_topk(_logits(4, 128, 2000, seed=2), k=32)
+    logits_bytes = student.numel() * 4
+    chunked = _peak_bytes(lambda: chunked_topk_soft_target_loss(student, values, indices, 2.0).backward())
+    student.grad = None
+    plain = _peak_bytes(lambda: topk_soft_target_loss(student, values, indices, 2.0).backward())
+    assert chunked <= 1.5 * logits_bytes < 3 * logits_bytes <= plain  # the bucket tail completes the teacher over V

@@ -128,9 +128,10 @@ def test_top_k_with_k_equal_to_the_vocabulary_trains_as_full_logits(tmp_path, lm
     _assert_same_training(full, topk, tolerance=1e-5)  # log-softmax then scatter: float32 rounding of the logits
 
 
-@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
-def test_a_top_k_cache_gives_the_top_k_loss_and_trains(tmp_path, lm_caches, tail):
-    cache, args = lm_caches[4], make_args(tmp_path / "out", alpha=1.0, topk_tail=tail, max_steps=2)
+@pytest.mark.parametrize(("tail", "chunk_size"), [("bucket", 0), ("renormalize", 0), ("bucket", 3)])
+def test_a_top_k_cache_gives_the_top_k_loss_and_trains(tmp_path, lm_caches, tail, chunk_size):
+    fields = {"alpha": 1.0, "topk_tail": tail, "max_steps": 2, "loss_chunk_size": chunk_size}  # 3: chunks of 3 tokens
+    cache, args = lm_caches[4], make_args(tmp_path / "out", **fields)
     student = tiny_gpt2(seed=0)
     trainer = DistillationTrainer(student, args, train_dataset=cache)
     batch = trainer.data_collator([cache[i] for i in range(3)])

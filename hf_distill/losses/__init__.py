@@ -17,7 +17,7 @@ from .logit_methods import dist_loss, dkd_loss, standardize_logits
 from .logits import distillation_loss, hard_label_loss, soft_loss_mask, soft_target_loss
 from .reduction import IGNORE_INDEX, Reduction, check_logit_shapes, reduce_loss
 from .relations import rkd_angle_loss, rkd_distance_loss, similarity_preserving_loss
-from .topk import teacher_topk, topk_soft_target_loss
+from .topk import chunked_topk_soft_target_loss, teacher_topk, topk_soft_target_loss
 
 __all__ = [
     "DIVERGENCES",
@@ -26,6 +26,7 @@ __all__ = [
     "attention_transfer_loss",
     "check_logit_shapes",
     "chunked_soft_target_loss",
+    "chunked_topk_soft_target_loss",
     "cosine_hidden_loss",
     "dist_loss",
     "distillation_loss",

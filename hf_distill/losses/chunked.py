@@ -25,7 +25,8 @@ _MIN_CHUNKS = 32
 # ...of at most this many elements (8 MiB in float32) each, however many positions there are.
 _MAX_CHUNK_ELEMENTS = 2**21
 
-PerPositionFn = Callable[[Tensor, Tensor], Tensor]
+# `per_position_fn(student_chunk, *teacher_chunks)` → the values `(n,)` of a chunk of n positions.
+PerPositionFn = Callable[..., Tensor]
 
 
 def chunked_soft_target_loss(
@@ -67,25 +68,46 @@ def chunked_soft_target_loss(
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}.")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
     check_logit_shapes(student_logits, teacher_logits)
-    leading_shape = student_logits.shape[:-1]
-    if mask is not None and mask.shape != leading_shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
     divergence_fn = get_divergence(divergence, jsd_beta)
 
     def per_position_fn(student: Tensor, teacher: Tensor) -> Tensor:
         return divergence_fn(student, teacher, temperature) * temperature**2
 
+    return chunked_per_position_loss(per_position_fn, student_logits, [teacher_logits], mask, reduction, chunk_size)
+
+
+def chunked_per_position_loss(
+    per_position_fn: PerPositionFn,
+    student_logits: Tensor,
+    teachers: list[Tensor],
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """A loss `per_position_fn(student, *teachers)` `(...)` on `(..., V)` student logits, reduced, `chunk_size`
+    positions at a time (see :func:`chunked_soft_target_loss`, which it computes for the full teacher logits).
+
+    Args:
+        per_position_fn: maps a chunk `(n, V)` of the student's logits and the same n positions of each teacher
+            tensor `(n, W)` to the values `(n,)`; differentiable in the student's logits.
+        student_logits: `(..., V)`.
+        teachers: tensors `(..., W)` (any last dimension) over the same positions, detached here.
+        mask, reduction, chunk_size: as in :func:`chunked_soft_target_loss`.
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}.")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    leading_shape = student_logits.shape[:-1]
+    if mask is not None and mask.shape != leading_shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
     if chunk_size is None:
         chunk_size = math.ceil(leading_shape.numel() / _MIN_CHUNKS)
         chunk_size = max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(student_logits.shape[-1], 1)))
-    teacher_logits = teacher_logits.detach()
+    teachers = [teacher.detach() for teacher in teachers]
     if reduction == "none":
-        per_position = _RecomputedDivergence.apply(student_logits, teacher_logits, per_position_fn, chunk_size, mask)
+        per_position = _RecomputedDivergence.apply(student_logits, per_position_fn, chunk_size, mask, *teachers)
         return reduce_loss(per_position, mask, reduction)
     # d loss / d per-position value, as `reduce_loss` differentiates it: 1 / count (mean) or 1 (sum) where counted.
     weights = torch.ones(leading_shape, dtype=torch.float32, device=student_logits.device)
@@ -95,22 +117,21 @@ def chunked_soft_target_loss(
         weights = weights / max(weights.numel() if mask is None else int(mask.sum()), 1)
     with_gradient = torch.is_grad_enabled() and student_logits.requires_grad
     return _ReducedDivergence.apply(
-        student_logits, teacher_logits, per_position_fn, chunk_size, mask, reduction, weights, with_gradient
+        student_logits, per_position_fn, chunk_size, mask, reduction, weights, with_gradient, *teachers
     )
 
 
 def _aligned_chunks(
     tensors: list[Tensor], chunk_size: int, offset: int = 0
 ) -> Iterator[tuple[int, int, list[Tensor]]]:
-    """Yield `(start, stop, rows)`: views `(stop - start, V)` of each `(..., V)` tensor over the same positions
-    `start:stop` (in row-major order), without copying.
+    """Yield `(start, stop, rows)`: views `(stop - start, W)` of each `(..., W)` tensor (W its own) over the same
+    positions `start:stop` (in row-major order), without copying.
 
     Tensors whose positions cannot be flattened into one view (e.g. `logits[:, :-1]`) are split along their first
     dimension first; chunks then stop at the end of each slice.
     """
-    vocab_size = tensors[0].shape[-1]
     try:
-        rows = [tensor.view(-1, vocab_size) for tensor in tensors]
+        rows = [tensor.view(-1, tensor.shape[-1]) for tensor in tensors]
     except RuntimeError:
         positions_per_slice = tensors[0].shape[1:-1].numel()
         for i in range(tensors[0].shape[0]):
@@ -122,18 +143,18 @@ def _aligned_chunks(
 
 
 def _chunk_gradient(
-    per_position_fn: PerPositionFn, student: Tensor, teacher: Tensor, weights: Tensor
+    per_position_fn: PerPositionFn, student: Tensor, teachers: list[Tensor], weights: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Values `(n,)` of a chunk of `n` positions, and the gradient `(n, V)` of `sum(weights * values)` w.r.t. it."""
     with torch.enable_grad():
         student = student.detach().requires_grad_()
-        values = per_position_fn(student, teacher)
+        values = per_position_fn(student, *teachers)
         (gradient,) = torch.autograd.grad(values, student, weights)
     return values.detach(), gradient
 
 
 def _recompute_gradient(
-    per_position_fn: PerPositionFn, student_logits: Tensor, teacher_logits: Tensor, chunk_size: int, weights: Tensor
+    per_position_fn: PerPositionFn, student_logits: Tensor, teachers: list[Tensor], chunk_size: int, weights: Tensor
 ) -> Tensor:
     """The gradient of `sum(weights * values)` w.r.t. the student's logits, recomputing each chunk's values."""
     # The student's own gradient: the only tensor of the logits' size allocated here.
@@ -141,8 +162,8 @@ def _recompute_gradient(
     weights = weights.reshape(-1)
     # On the host, so that choosing the chunks to skip synchronises with the device once, not once per chunk.
     counted = (weights != 0).cpu()
-    for start, stop, (student, teacher, chunk_gradient) in _aligned_chunks(
-        [student_logits, teacher_logits, gradient], chunk_size
+    for start, stop, (student, chunk_gradient, *teacher) in _aligned_chunks(
+        [student_logits, gradient, *teachers], chunk_size
     ):
         if counted[start:stop].any():
             chunk_gradient.copy_(_chunk_gradient(per_position_fn, student, teacher, weights[start:stop])[1])
@@ -161,30 +182,29 @@ class _RecomputedDivergence(torch.autograd.Function):
     def forward(
         ctx,
         student_logits: Tensor,
-        teacher_logits: Tensor,
         per_position_fn: PerPositionFn,
         chunk_size: int,
         mask: Tensor | None,
+        *teachers: Tensor,
     ) -> Tensor:
         values = torch.zeros(student_logits.shape[:-1].numel(), dtype=torch.float32, device=student_logits.device)
         counted = None if mask is None else mask.reshape(-1).bool().cpu()
-        for start, stop, (student, teacher) in _aligned_chunks([student_logits, teacher_logits], chunk_size):
+        for start, stop, (student, *teacher) in _aligned_chunks([student_logits, *teachers], chunk_size):
             if counted is None or counted[start:stop].any():
-                values[start:stop] = per_position_fn(student, teacher)
-        ctx.save_for_backward(student_logits, teacher_logits)
+                values[start:stop] = per_position_fn(student, *teacher)
+        ctx.save_for_backward(student_logits, *teachers)
         ctx.per_position_fn, ctx.chunk_size = per_position_fn, chunk_size
         return values.view(student_logits.shape[:-1])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, None, None, None, None]:
+    def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, ...]:
+        nones = (None,) * (len(ctx.saved_tensors) + 2)  # the function, chunk size, mask and teachers get none
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
-        student_logits, teacher_logits = ctx.saved_tensors
-        gradient = _recompute_gradient(
-            ctx.per_position_fn, student_logits, teacher_logits, ctx.chunk_size, grad_values
-        )
-        return gradient, None, None, None, None
+            return None, *nones
+        student_logits, *teachers = ctx.saved_tensors
+        gradient = _recompute_gradient(ctx.per_position_fn, student_logits, teachers, ctx.chunk_size, grad_values)
+        return gradient, *nones
 
 
 class _ReducedDivergence(torch.autograd.Function):
@@ -199,23 +219,23 @@ class _ReducedDivergence(torch.autograd.Function):
     def forward(
         ctx,
         student_logits: Tensor,
-        teacher_logits: Tensor,
         per_position_fn: PerPositionFn,
         chunk_size: int,
         mask: Tensor | None,
         reduction: Reduction,
         weights: Tensor,
         with_gradient: bool,
+        *teachers: Tensor,
     ) -> Tensor:
         flat_weights = weights.reshape(-1)
         counted = (flat_weights != 0).cpu()
         values = torch.zeros(flat_weights.shape, dtype=torch.float32, device=student_logits.device)
-        tensors = [student_logits, teacher_logits]
-        gradient = None
+        tensors, gradient = [student_logits, *teachers], None
         if with_gradient:
             gradient = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
             tensors.append(gradient)
-        for start, stop, (student, teacher, *chunk_gradient) in _aligned_chunks(tensors, chunk_size):
+        for start, stop, (student, *rest) in _aligned_chunks(tensors, chunk_size):
+            teacher, chunk_gradient = rest[: len(teachers)], rest[len(teachers) :]
             if not counted[start:stop].any():
                 if with_gradient:
                     chunk_gradient[0].zero_()
@@ -223,23 +243,21 @@ class _ReducedDivergence(torch.autograd.Function):
                 values[start:stop], grad = _chunk_gradient(per_position_fn, student, teacher, flat_weights[start:stop])
                 chunk_gradient[0].copy_(grad)
             else:
-                values[start:stop] = per_position_fn(student, teacher)
-        ctx.save_for_backward(student_logits, teacher_logits, weights)
+                values[start:stop] = per_position_fn(student, *teacher)
+        ctx.save_for_backward(student_logits, weights, *teachers)
         ctx.per_position_fn, ctx.chunk_size, ctx.gradient = per_position_fn, chunk_size, gradient
         return reduce_loss(values.view(weights.shape), mask, reduction)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        nones = (None,) * 7
+        nones = (None,) * (len(ctx.saved_tensors) + 4)  # the function, chunk size, mask, reduction, flag, teachers
         if not ctx.needs_input_grad[0]:
             return None, *nones
         gradient, ctx.gradient = ctx.gradient, None
         if gradient is None:
-            student_logits, teacher_logits, weights = ctx.saved_tensors
+            student_logits, weights, *teachers = ctx.saved_tensors
             weights = weights * grad_loss
-            gradient = _recompute_gradient(
-                ctx.per_position_fn, student_logits, teacher_logits, ctx.chunk_size, weights
-            )
+            gradient = _recompute_gradient(ctx.per_position_fn, student_logits, teachers, ctx.chunk_size, weights)
             return gradient, *nones
         return gradient.mul_(grad_loss), *nones

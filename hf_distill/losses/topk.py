@@ -22,12 +22,14 @@ References:
 """
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .chunked import chunked_per_position_loss
 from .divergences import get_divergence
 from .reduction import Reduction, reduce_loss
 
@@ -128,29 +130,73 @@ def topk_soft_target_loss(
     Returns:
         A scalar, or `(...)` for `reduction="none"`, in float32; scaled by T².
     """
+    per_position_fn = _topk_per_position_fn(
+        student_logits, teacher_topk_values, teacher_topk_indices, temperature, tail, divergence, jsd_beta
+    )
+    per_position = per_position_fn(student_logits, teacher_topk_values.detach(), teacher_topk_indices)
+    return reduce_loss(per_position, mask, reduction)
+
+
+def chunked_topk_soft_target_loss(
+    student_logits: Tensor,
+    teacher_topk_values: Tensor,
+    teacher_topk_indices: Tensor,
+    temperature: float = 1.0,
+    mask: Tensor | None = None,
+    reduction: Reduction = "mean",
+    tail: Tail = "bucket",
+    divergence: str = "forward_kl",
+    jsd_beta: float = 0.5,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """:func:`topk_soft_target_loss` computed `chunk_size` positions at a time, as
+    :func:`~hf_distill.losses.chunked_soft_target_loss` computes the full one: the same values and gradients, and
+    beyond the student's gradient a few tensors of `chunk_size x V` instead of several of the logits' size (the
+    `"bucket"` tail completes the teacher over all V classes)."""
+    per_position_fn = _topk_per_position_fn(
+        student_logits, teacher_topk_values, teacher_topk_indices, temperature, tail, divergence, jsd_beta
+    )
+    teachers = [teacher_topk_values, teacher_topk_indices]
+    return chunked_per_position_loss(per_position_fn, student_logits, teachers, mask, reduction, chunk_size)
+
+
+def _topk_per_position_fn(
+    student_logits: Tensor,
+    values: Tensor,
+    indices: Tensor,
+    temperature: float,
+    tail: str,
+    divergence: str,
+    jsd_beta: float,
+) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """Check the arguments of :func:`topk_soft_target_loss`; return its loss per position
+    `fn(student (..., V), values (..., k), indices (..., k)) -> (...)`."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     if tail not in ("renormalize", "bucket"):
         raise ValueError(f"tail must be 'renormalize' or 'bucket', got {tail!r}.")
     if divergence not in _TOPK_DIVERGENCES:
         raise ValueError(f"Unknown top-k distillation loss {divergence!r}; choose one of {list(_TOPK_DIVERGENCES)}.")
-    if teacher_topk_values.shape != teacher_topk_indices.shape:
+    if values.shape != indices.shape:
         raise ValueError(
-            f"teacher top-k values of shape {tuple(teacher_topk_values.shape)} and indices of shape "
-            f"{tuple(teacher_topk_indices.shape)} must match."
+            f"teacher top-k values of shape {tuple(values.shape)} and indices of shape {tuple(indices.shape)} must "
+            "match."
         )
-    k, num_classes = teacher_topk_indices.shape[-1], student_logits.shape[-1]
-    if teacher_topk_indices.shape[:-1] != student_logits.shape[:-1] or not 1 <= k <= num_classes:
+    k, num_classes = indices.shape[-1], student_logits.shape[-1]
+    if indices.shape[:-1] != student_logits.shape[:-1] or not 1 <= k <= num_classes:
         raise ValueError(
-            f"teacher top-k of shape {tuple(teacher_topk_indices.shape)} do not fit student logits of shape "
+            f"teacher top-k of shape {tuple(indices.shape)} do not fit student logits of shape "
             f"{tuple(student_logits.shape)}: expected {tuple(student_logits.shape[:-1])} + (k,) with 1 <= k <= "
             f"{num_classes}."
         )
-    indices = teacher_topk_indices.long()
-    values = teacher_topk_values.detach().float()
-    if tail == "renormalize":
-        student, teacher = student_logits.gather(-1, indices), values  # (..., k)
-    else:
-        student, teacher = student_logits, _bucket_teacher(student_logits, values, indices)  # (..., V)
-    per_position = get_divergence(divergence, jsd_beta)(student, teacher, temperature) * temperature**2
-    return reduce_loss(per_position, mask, reduction)
+    divergence_fn = get_divergence(divergence, jsd_beta)
+
+    def per_position(student: Tensor, values: Tensor, indices: Tensor) -> Tensor:
+        indices, values = indices.long(), values.float()
+        if tail == "renormalize":
+            student, teacher = student.gather(-1, indices), values  # (..., k)
+        else:
+            student, teacher = student, _bucket_teacher(student, values, indices)  # (..., V)
+        return divergence_fn(student, teacher, temperature) * temperature**2
+
+    return per_position

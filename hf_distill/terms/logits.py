@@ -48,7 +48,7 @@ class SoftTargetTerm:
 
     def __call__(self, batch: DistillationBatch) -> TermLoss:
         if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
-            return topk_soft_term_loss(self, batch)
+            return topk_soft_term_loss(self, batch, use_chunked_loss(batch.student_logits, self.chunk_size))
         student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         if self.standardize:
             student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)

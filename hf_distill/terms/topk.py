@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..losses import topk_soft_target_loss
+from ..losses import chunked_topk_soft_target_loss, topk_soft_target_loss
 from .base import DistillationBatch, TermLoss
 
 
@@ -42,22 +42,31 @@ class TopKTeacherOutputs:
         return dense.scatter_(-1, self.indices.long(), self.values.float())
 
 
-def topk_soft_term_loss(term, batch: DistillationBatch) -> TermLoss:
+def topk_soft_term_loss(term, batch: DistillationBatch, chunked: bool = False) -> TermLoss:
     """The soft term (:class:`~hf_distill.terms.SoftTargetTerm` `term`: its temperature and divergence) on a top-k
-    batch: :func:`hf_distill.losses.topk_soft_target_loss` per position, over the aligned (shifted) positions."""
+    batch: :func:`hf_distill.losses.topk_soft_target_loss` per position, over the aligned (shifted) positions, with
+    `chunked` through :func:`hf_distill.losses.chunked_topk_soft_target_loss` (`term.chunk_size` positions)."""
     topk: TopKTeacherOutputs = batch.teacher_outputs
     if term.standardize:
         raise ValueError("Logit standardization needs the teacher's full logits; a top-k cache holds k of them.")
-    values, indices = batch.teacher_logits.topk(topk.k, dim=-1)  # the cached top k at the aligned positions
-    per_position = topk_soft_target_loss(
+    values, indices = topk.values, topk.indices  # the positions of the logits, which the causal shift keeps
+    if int(indices.max()) >= batch.student_logits.shape[-1]:
+        # The logits were cut to the vocabulary both models share (`compared_vocab_size`), and the cache holds ids
+        # beyond it: the top k of what remains of the teacher's logits (those ids at -inf).
+        values, indices = batch.teacher_logits.topk(topk.k, dim=-1)
+    loss = chunked_topk_soft_target_loss if chunked else topk_soft_target_loss
+    kwargs = {"chunk_size": term.chunk_size or None} if chunked else {}
+    per_position = loss(
         batch.student_logits,
         values,
         indices,
         term.temperature,
+        mask=batch.soft_mask if chunked else None,  # chunks outside the mask are skipped; the reduction drops them
         reduction="none",
         tail=topk.tail,
         divergence=term.divergence,
         jsd_beta=term.jsd_beta,
+        **kwargs,
     )
     if batch.soft_mask is None:
         return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
