@@ -271,3 +271,27 @@ def test_augmented_cache_replays_the_view_the_teacher_saw(tmp_path):
     assert "augmentation_params" not in batch and check_teacher_cache(cache, teacher).preprocessing.count("size") == 1
     args = make_args(tmp_path / "out", max_steps=2, per_device_train_batch_size=4)
     DistillationTrainer(TinyCNN(seed=0), args, collator, cache).train()  # the student gets the replayed views
+
+
+def test_the_top_k_term_on_logits_cut_to_a_shared_vocabulary():
+    """Logits compared over the first `vocab_size` ids (`compared_vocab_size`): cached ids inside it are used as they
+    are; a position whose top k reaches beyond it takes the top k of the teacher's remaining logits."""
+    from hf_distill.losses import teacher_topk
+    from hf_distill.terms import SoftTargetTerm, TopKTeacherOutputs
+    from hf_distill.terms.combine import align_batch
+
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = (torch.randn(2, 5, 12, generator=generator) * 3 for _ in range(2))
+    teacher[0, :, 10:] = 30.0  # the first example's top 2 are ids 10 and 11, beyond the shared 10
+    values, indices = teacher_topk(teacher, k=3)
+    topk = TopKTeacherOutputs(values, indices)
+    term = SoftTargetTerm(1.0, 2.0)
+    for vocab_size in (12, 10):
+        batch = align_batch({}, student, topk.logits(12), None, None, topk, vocab_size=vocab_size)
+        loss = term(batch).per_position
+        if vocab_size == 12:
+            expected = topk_soft_target_loss(student, values, indices, 2.0, reduction="none")
+        else:
+            kept = topk.logits(12)[..., :10].topk(3, dim=-1)  # ids 10 and 11 dropped: -inf in the top 3
+            expected = topk_soft_target_loss(student[..., :10], *kept, 2.0, reduction="none")
+        torch.testing.assert_close(loss, expected)

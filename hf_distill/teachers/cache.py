@@ -198,9 +198,9 @@ def _teacher_outputs(
 def _with_format_of(cached: datasets.Dataset, dataset: datasets.Dataset, added: list[str]) -> datasets.Dataset:
     """`cached` in the format of `dataset` (e.g. `"torch"`: its rows come as tensors, not Python lists, which a data
     loader would turn into tensors again at every step), the `added` columns included."""
-    format, columns = dataset.format, dataset.format["columns"]
+    given, columns = dataset.format, dataset.format["columns"]
     columns = None if columns is None or set(columns) == set(dataset.column_names) else [*columns, *added]
-    return cached.with_format(format["type"], columns, format["output_all_columns"], **format["format_kwargs"])
+    return cached.with_format(given["type"], columns, given["output_all_columns"], **given["format_kwargs"])
 
 
 def _merge_shards(shard: datasets.Dataset, output_dir: Path, accelerator: PartialState) -> datasets.Dataset:

@@ -31,8 +31,8 @@ class TopKTeacherOutputs:
 
     def logits(self, num_classes: int) -> Tensor:
         """`(..., num_classes)` log-probabilities, `-inf` outside the top k: the batch's `teacher_logits`, which the
-        causal shift and the masks treat as live logits; its argmax is the teacher's top-1. The soft term reads the
-        top k back from it (:func:`topk_soft_term_loss`), so it is never used as full logits."""
+        causal shift and the masks treat as live logits; its argmax is the teacher's top-1. The soft term takes the
+        cached values and ids themselves (:func:`topk_soft_term_loss`), so it is never used as full logits."""
         if self.indices.numel() and int(self.indices.max()) >= num_classes:
             raise ValueError(
                 f"The cached top-k holds class id {int(self.indices.max())}, the student has {num_classes} classes: "
