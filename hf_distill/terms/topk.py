@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -29,13 +30,19 @@ class TopKTeacherOutputs:
     def k(self) -> int:
         return self.values.shape[-1]
 
+    @cached_property
+    def max_index(self) -> int:
+        """The largest cached class id (-1 for none): read from the device once per batch, by whichever needs it
+        first (:meth:`logits` and :func:`topk_soft_term_loss` both do)."""
+        return int(self.indices.max()) if self.indices.numel() else -1
+
     def logits(self, num_classes: int) -> Tensor:
         """`(..., num_classes)` log-probabilities, `-inf` outside the top k: the batch's `teacher_logits`, which the
         causal shift and the masks treat as live logits; its argmax is the teacher's top-1. The soft term takes the
         cached values and ids themselves (:func:`topk_soft_term_loss`), so it is never used as full logits."""
-        if self.indices.numel() and int(self.indices.max()) >= num_classes:
+        if self.max_index >= num_classes:
             raise ValueError(
-                f"The cached top-k holds class id {int(self.indices.max())}, the student has {num_classes} classes: "
+                f"The cached top-k holds class id {self.max_index}, the student has {num_classes} classes: "
                 "the cache was built with another vocabulary or label set."
             )
         dense = torch.full((*self.values.shape[:-1], num_classes), -math.inf, device=self.values.device)
@@ -50,7 +57,7 @@ def topk_soft_term_loss(term, batch: DistillationBatch, chunked: bool = False) -
     if term.standardize:
         raise ValueError("Logit standardization needs the teacher's full logits; a top-k cache holds k of them.")
     values, indices = topk.values, topk.indices  # the positions of the logits, which the causal shift keeps
-    if int(indices.max()) >= batch.student_logits.shape[-1]:
+    if topk.max_index >= batch.student_logits.shape[-1]:
         # The logits were cut to the vocabulary both models share (`compared_vocab_size`), and the cache holds ids
         # beyond it: the top k of what remains of the teacher's logits (those ids at -inf).
         values, indices = batch.teacher_logits.topk(topk.k, dim=-1)
