@@ -103,6 +103,42 @@ def test_chunked_gradients_reach_only_the_student_and_survive_a_retained_graph()
         torch.testing.assert_close(chunked_soft_target_loss(student, teacher), soft_target_loss(student, teacher))
 
 
+# ---- The forward KL's hand-derived gradient (hf_distill.losses.chunked_kl) ----
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 4.0])
+def test_hand_derived_forward_kl_equals_autograd(temperature, reduction):
+    # Chunks of 3 positions: the first has a teacher tail at -inf (autograd's path), the chunk at positions 6..8 lies
+    # outside the mask (skipped), the others take the hand-derived gradient; logits far from 0 (a constant offset).
+    student, teacher = _logits(2, 9, 13, seed=4) + 300.0, _logits(2, 9, 13, seed=5) - 50.0
+    teacher[0, 0, 7:] = -math.inf
+    mask = torch.rand(2, 9, generator=torch.Generator().manual_seed(6)) > 0.2
+    mask[0, 6:] = False
+    args = (teacher, temperature, "forward_kl", mask, reduction)
+    expected, expected_gradient = _with_gradient(soft_target_loss, student, *args, scale=0.7)
+    loss, gradient = _with_gradient(chunked_soft_target_loss, student, *args, chunk_size=3, scale=0.7)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-7, rtol=1e-5)
+    assert gradient[0, 6:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_hand_derived_forward_kl_in_half_precision_is_computed_in_float32(dtype):
+    student, teacher = _logits(3, 5, 17, seed=1, dtype=dtype), _logits(3, 5, 17, seed=2, dtype=dtype)
+    expected, expected_gradient = _with_gradient(soft_target_loss, student, teacher, 2.0)
+    loss, gradient = _with_gradient(chunked_soft_target_loss, student, teacher, 2.0, chunk_size=4)
+    assert loss.dtype == torch.float32 and gradient.dtype == dtype
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_hand_derived_forward_kl_is_zero_where_the_student_is_the_teacher():
+    logits = _logits(4, 6, 50, seed=3) * 10  # peaked distributions: p log p terms of every size
+    loss, gradient = _with_gradient(chunked_soft_target_loss, logits, logits.clone(), 3.0, reduction="none")
+    assert loss.abs().max() < 1e-5 and gradient.abs().max() < 1e-7
+
+
 def test_chunked_rejects_bad_arguments():
     student, teacher = _logits(2, 3, 4), _logits(2, 3, 4)
     with pytest.raises(ValueError, match="chunk_size"):

@@ -38,10 +38,24 @@ VOCAB = 64
 def _tiny(model_type: str) -> tuple[torch.nn.Module, str]:
     """A 4-layer teacher of ``model_type`` with random weights and the state-dict prefix of its layer list."""
     torch.manual_seed(0)
-    bert_like = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, num_labels=3)
-    decoder = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                   num_key_value_heads=1, intermediate_size=32, max_position_embeddings=32)
+    bert_like = dict(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
+    decoder = dict(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     if model_type == "bert":
         return BertForSequenceClassification(BertConfig(**bert_like)), "bert.encoder.layer"
     if model_type == "bert-mlm":
@@ -59,20 +73,26 @@ def _tiny(model_type: str) -> tuple[torch.nn.Module, str]:
         config = ElectraConfig(**bert_like, embedding_size=16)
         return ElectraForSequenceClassification(config), "electra.encoder.layer"
     if model_type == "distilbert":
-        config = DistilBertConfig(vocab_size=VOCAB, dim=16, n_layers=4, n_heads=2, hidden_dim=32,
-                                  max_position_embeddings=32, num_labels=3)
+        config = DistilBertConfig(
+            vocab_size=VOCAB, dim=16, n_layers=4, n_heads=2, hidden_dim=32, max_position_embeddings=32, num_labels=3
+        )
         return DistilBertForSequenceClassification(config), "distilbert.transformer.layer"
     if model_type == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=4, n_head=2, n_positions=32,
-                            bos_token_id=0, eos_token_id=0)
+        config = GPT2Config(
+            vocab_size=VOCAB, n_embd=16, n_layer=4, n_head=2, n_positions=32, bos_token_id=0, eos_token_id=0
+        )
         return GPT2LMHeadModel(config), "transformer.h"
     if model_type == "llama":
         return LlamaForCausalLM(LlamaConfig(**decoder)), "model.layers"
     if model_type == "mistral":
         return MistralForCausalLM(MistralConfig(**decoder, sliding_window=4)), "model.layers"
     if model_type == "qwen2":
-        config = Qwen2Config(**decoder, use_sliding_window=True, sliding_window=4,
-                             layer_types=["full_attention", "sliding_attention"] * 2)
+        config = Qwen2Config(
+            **decoder,
+            use_sliding_window=True,
+            sliding_window=4,
+            layer_types=["full_attention", "sliding_attention"] * 2,
+        )
         return Qwen2ForCausalLM(config), "model.layers"
     raise KeyError(model_type)
 
@@ -84,8 +104,19 @@ def _inputs() -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask}
 
 
-MODEL_TYPES = ["bert", "bert-mlm", "roberta", "xlm-roberta", "camembert", "electra", "distilbert", "gpt2", "llama",
-               "mistral", "qwen2"]
+MODEL_TYPES = [
+    "bert",
+    "bert-mlm",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "electra",
+    "distilbert",
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+]
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -100,7 +131,7 @@ def test_copied_weights_equal_teacher(model_type):
     assert len(student_state) < len(teacher_state)
     for key, value in student_state.items():
         if key.startswith(prefix + "."):
-            index, rest = key[len(prefix) + 1:].split(".", 1)
+            index, rest = key[len(prefix) + 1 :].split(".", 1)
             source = f"{prefix}.{[1, 3][int(index)]}.{rest}"
         else:
             source = key  # embeddings, final norms and heads keep their names
@@ -163,8 +194,14 @@ def test_every_other_layer():
 
 @pytest.mark.parametrize(
     ("layers", "message"),
-    [([], "empty"), ([0, 4], "out of range.*4 layers"), ([-1, 2], "out of range"), ([2, 1], "strictly increasing"),
-     ([1, 1], "strictly increasing"), ([0.5], "integers")],
+    [
+        ([], "empty"),
+        ([0, 4], "out of range.*4 layers"),
+        ([-1, 2], "out of range"),
+        ([2, 1], "strictly increasing"),
+        ([1, 1], "strictly increasing"),
+        ([0.5], "integers"),
+    ],
 )
 def test_bad_layers_raise(layers, message):
     teacher, _ = _tiny("bert")
@@ -201,10 +238,18 @@ def test_shipped_minilm_to_three_layer_student(monkeypatch):
     assert student.config.num_hidden_layers == 3 and student.config.hidden_size == 384
     teacher_state, student_state = teacher.state_dict(), student.state_dict()
     for j, i in enumerate([0, 2, 4]):
-        torch.testing.assert_close(student_state[f"bert.encoder.layer.{j}.output.dense.weight"],
-                                   teacher_state[f"bert.encoder.layer.{i}.output.dense.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(student_state["bert.embeddings.word_embeddings.weight"],
-                               teacher_state["bert.embeddings.word_embeddings.weight"], rtol=0, atol=0)
+        torch.testing.assert_close(
+            student_state[f"bert.encoder.layer.{j}.output.dense.weight"],
+            teacher_state[f"bert.encoder.layer.{i}.output.dense.weight"],
+            rtol=0,
+            atol=0,
+        )
+    torch.testing.assert_close(
+        student_state["bert.embeddings.word_embeddings.weight"],
+        teacher_state["bert.embeddings.word_embeddings.weight"],
+        rtol=0,
+        atol=0,
+    )
     n_teacher = sum(p.numel() for p in teacher.parameters())
     n_student = sum(p.numel() for p in student.parameters())
     assert n_student < n_teacher

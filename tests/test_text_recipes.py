@@ -41,9 +41,17 @@ def tokenizer(minilm_dir):
 
 
 def _tiny_bert_config(tokenizer, **kwargs) -> BertConfig:
-    return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, **kwargs)
+    return BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +127,13 @@ def test_local_files_in_each_format(tmp_path, suffix):
 
 def test_text_files_and_save_to_disk_folders(tmp_path):
     (tmp_path / "corpus.txt").write_text("first line\n\nsecond line\n")
-    assert load_text_dataset(train_file=str(tmp_path / "corpus.txt"))["train"]["text"][::2] == ["first line",
-                                                                                                 "second line"]
-    splits = DatasetDict(train=Dataset.from_dict({"text": ["a"], "label": [0]}),
-                         test=Dataset.from_dict({"text": ["b"], "label": [1]}))
+    assert load_text_dataset(train_file=str(tmp_path / "corpus.txt"))["train"]["text"][::2] == [
+        "first line",
+        "second line",
+    ]
+    splits = DatasetDict(
+        train=Dataset.from_dict({"text": ["a"], "label": [0]}), test=Dataset.from_dict({"text": ["b"], "label": [1]})
+    )
     splits.save_to_disk(str(tmp_path / "dict"))
     assert load_text_dataset(str(tmp_path / "dict"))["test"]["text"] == ["b"]
     splits["train"].save_to_disk(str(tmp_path / "single"))
@@ -147,8 +158,10 @@ def test_missing_or_bad_sources_raise_clear_errors(tmp_path):
 
 
 def test_string_labels_share_one_mapping_across_splits():
-    raw = DatasetDict(train=Dataset.from_dict({"text": list("abcd"), "y": ["pos", "neg", "neutral", "pos"]}),
-                      validation=Dataset.from_dict({"text": ["e"], "y": ["pos"]}))
+    raw = DatasetDict(
+        train=Dataset.from_dict({"text": list("abcd"), "y": ["pos", "neg", "neutral", "pos"]}),
+        validation=Dataset.from_dict({"text": ["e"], "y": ["pos"]}),
+    )
     encoded, names = encode_labels(raw, "y")
     assert names == ["neg", "neutral", "pos"]
     assert encoded["train"]["y"] == [2, 0, 1, 2] and encoded["validation"]["y"] == [2]
@@ -220,17 +233,46 @@ def test_benchmark_inputs_have_a_fixed_shape(tokenizer):
 
 
 def _common_args(output_dir) -> list[str]:
-    return ["--output_dir", str(output_dir), "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
-            "--use_cpu", "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--seed", "0"]
+    return [
+        "--output_dir",
+        str(output_dir),
+        "--per_device_train_batch_size",
+        "8",
+        "--per_device_eval_batch_size",
+        "8",
+        "--use_cpu",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--seed",
+        "0",
+    ]
 
 
 def test_text_classification_recipe_distils_and_saves_the_student(tmp_path, tiny_classifier_dir, csv_files):
     output_dir = tmp_path / "run"
-    text_classification.main([
-        "--teacher_model_name_or_path", tiny_classifier_dir, "--train_file", csv_files["train"],
-        "--validation_file", csv_files["validation"], "--label_column", "sentiment", "--max_seq_length", "24",
-        "--max_steps", "2", "--logging_steps", "1", *_common_args(output_dir),
-    ])
+    text_classification.main(
+        [
+            "--teacher_model_name_or_path",
+            tiny_classifier_dir,
+            "--train_file",
+            csv_files["train"],
+            "--validation_file",
+            csv_files["validation"],
+            "--label_column",
+            "sentiment",
+            "--max_seq_length",
+            "24",
+            "--max_steps",
+            "2",
+            "--logging_steps",
+            "1",
+            *_common_args(output_dir),
+        ]
+    )
     # the student and the teacher's tokenizer, saved together
     student = BertForSequenceClassification.from_pretrained(output_dir)
     assert student.config.distillation_teacher_layers == [0, 2] and student.config.num_hidden_layers == 2
@@ -244,19 +286,48 @@ def test_text_classification_recipe_distils_and_saves_the_student(tmp_path, tiny
 
 def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, csv_files):
     output_dir = tmp_path / "run"
-    report = text_classification.main([
-        "--teacher_model_name_or_path", tiny_classifier_dir, "--teacher_epochs", "1",
-        "--train_file", csv_files["train"], "--validation_file", csv_files["validation"],
-        "--label_column", "sentiment", "--max_seq_length", "24", "--max_steps", "2", "--compare_with_scratch",
-        "--seeds", "0", "1", "--labelled_fraction", "0.25", "--benchmark_batch_size", "4", *_common_args(output_dir),
-    ])
+    report = text_classification.main(
+        [
+            "--teacher_model_name_or_path",
+            tiny_classifier_dir,
+            "--teacher_epochs",
+            "1",
+            "--train_file",
+            csv_files["train"],
+            "--validation_file",
+            csv_files["validation"],
+            "--label_column",
+            "sentiment",
+            "--max_seq_length",
+            "24",
+            "--max_steps",
+            "2",
+            "--compare_with_scratch",
+            "--seeds",
+            "0",
+            "1",
+            "--labelled_fraction",
+            "0.25",
+            "--benchmark_batch_size",
+            "4",
+            *_common_args(output_dir),
+        ]
+    )
     saved = json.loads((output_dir / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     assert saved["task"] == "text-classification" and saved["class_names"] == ["negative", "positive"]
     for role in ("teacher", "student_scratch", "student_distilled"):
         entry = saved["models"][role]
-        for key in ("parameters", "size_mb", "accuracy", "agreement", "latency_ms", "throughput_per_s",
-                    "confusion_matrix", "per_class_error"):
+        for key in (
+            "parameters",
+            "size_mb",
+            "accuracy",
+            "agreement",
+            "latency_ms",
+            "throughput_per_s",
+            "confusion_matrix",
+            "per_class_error",
+        ):
             assert entry[key] is not None, (role, key)
         assert sum(map(sum, entry["confusion_matrix"])) == 16 * (1 if role == "teacher" else 2)  # summed over seeds
     teacher, student = saved["models"]["teacher"], saved["models"]["student_distilled"]
@@ -269,7 +340,10 @@ def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, cs
     same, transfer = saved["settings"]
     assert (same["setting"], same["labelled_examples"], same["unlabelled_examples"]) == ("same_data", 24, 0)
     assert (transfer["setting"], transfer["labelled_examples"], transfer["unlabelled_examples"]) == (
-        "transfer_set", 6, 18)
+        "transfer_set",
+        6,
+        18,
+    )
     for item in (same, transfer):
         assert item["max_steps"] == 2 and item["eval_examples"] == 16 and item["seeds"] == [0, 1]
         differences = np.subtract(item["student_distilled_accuracies"], item["student_scratch_accuracies"])
@@ -290,22 +364,45 @@ def test_text_classification_comparison_report(tmp_path, tiny_classifier_dir, cs
     assert AutoTokenizer.from_pretrained(distilled_dir).vocab_size == 30522
 
 
-def test_text_classification_reports_the_recorded_settings_of_a_given_teacher(tmp_path, tiny_classifier_dir,
-                                                                              csv_files):
+def test_text_classification_reports_the_recorded_settings_of_a_given_teacher(
+    tmp_path, tiny_classifier_dir, csv_files
+):
     """A teacher fine-tuned by an earlier run, passed back as --teacher_model_name_or_path: the report and the card
     state the epochs it was fine-tuned for, not this run's num_train_epochs."""
     teacher_dir = tmp_path / "teacher"
     shutil.copytree(tiny_classifier_dir, teacher_dir)
-    recorded = {"teacher_model_name_or_path": "bert-tiny", "teacher_epochs": 7.0, "teacher_learning_rate": 3e-5,
-                "seed": 5}
+    recorded = {
+        "teacher_model_name_or_path": "bert-tiny",
+        "teacher_epochs": 7.0,
+        "teacher_learning_rate": 3e-5,
+        "seed": 5,
+    }
     save_teacher_settings(str(teacher_dir), recorded)
     output_dir = tmp_path / "run"
-    report = text_classification.main([
-        "--teacher_model_name_or_path", str(teacher_dir), "--train_file", csv_files["train"],
-        "--validation_file", csv_files["validation"], "--label_column", "sentiment", "--max_seq_length", "24",
-        "--max_steps", "1", "--num_train_epochs", "2", "--compare_with_scratch", "--seeds", "0",
-        "--benchmark_batch_size", "4", *_common_args(output_dir),
-    ])
+    report = text_classification.main(
+        [
+            "--teacher_model_name_or_path",
+            str(teacher_dir),
+            "--train_file",
+            csv_files["train"],
+            "--validation_file",
+            csv_files["validation"],
+            "--label_column",
+            "sentiment",
+            "--max_seq_length",
+            "24",
+            "--max_steps",
+            "1",
+            "--num_train_epochs",
+            "2",
+            "--compare_with_scratch",
+            "--seeds",
+            "0",
+            "--benchmark_batch_size",
+            "4",
+            *_common_args(output_dir),
+        ]
+    )
     assert report["distillation"]["teacher_epochs"] == 7.0
     assert report["teacher"]["settings"] == recorded and report["teacher"]["hub_id"] is None
     assert "fine-tuned by an earlier run" in report["notes"][0]
@@ -323,13 +420,23 @@ def test_text_classification_refuses_a_teacher_with_the_wrong_head(tmp_path, tin
     csv = tmp_path / "three.csv"
     Dataset.from_dict({"text": ["a", "b", "c"], "label": [0, 1, 2]}).to_csv(str(csv), index=False)
     with pytest.raises(ValueError, match="predicts 2 labels but the dataset has 3 classes"):
-        text_classification.main(["--teacher_model_name_or_path", tiny_classifier_dir, "--train_file", str(csv),
-                                  "--validation_file", str(csv), *_common_args(tmp_path / "run")])
+        text_classification.main(
+            [
+                "--teacher_model_name_or_path",
+                tiny_classifier_dir,
+                "--train_file",
+                str(csv),
+                "--validation_file",
+                str(csv),
+                *_common_args(tmp_path / "run"),
+            ]
+        )
 
 
 def test_offline_demo_arguments(tmp_path, minilm_dir):
     model_args, data_args, comparison_args, training_args = text_classification.parse_args(
-        ["--offline_demo", "--num_train_epochs", "1", "--output_dir", str(tmp_path)])
+        ["--offline_demo", "--num_train_epochs", "1", "--output_dir", str(tmp_path)]
+    )
     assert Path(model_args.teacher_model_name_or_path) == minilm_dir
     assert data_args.dataset_name == "movie_review_snippets" and model_args.compare_with_scratch
     assert comparison_args.seeds == [0, 1, 2] and comparison_args.labelled_fraction == 0.1
@@ -341,11 +448,29 @@ def test_offline_demo_arguments(tmp_path, minilm_dir):
 @pytest.mark.slow
 def test_offline_demo_on_the_shipped_minilm(tmp_path):
     """The demo's path on the real MiniLM teacher, shortened to a few steps."""
-    report = text_classification.main([
-        "--offline_demo", "--output_dir", str(tmp_path), "--max_train_samples", "32", "--max_eval_samples", "32",
-        "--max_seq_length", "24", "--teacher_epochs", "0.25", "--max_steps", "1", "--disable_tqdm", "true",
-        "--seeds", "0", "--cpu_threads", str(torch.get_num_threads()),  # the demo's one thread would outlive it
-    ])
+    report = text_classification.main(
+        [
+            "--offline_demo",
+            "--output_dir",
+            str(tmp_path),
+            "--max_train_samples",
+            "32",
+            "--max_eval_samples",
+            "32",
+            "--max_seq_length",
+            "24",
+            "--teacher_epochs",
+            "0.25",
+            "--max_steps",
+            "1",
+            "--disable_tqdm",
+            "true",
+            "--seeds",
+            "0",
+            "--cpu_threads",
+            str(torch.get_num_threads()),  # the demo's one thread would outlive it
+        ]
+    )
     assert report["models"]["teacher"]["parameters"] > 2e7  # the 6-layer, 384-wide MiniLM
     assert report["distillation"]["student_layers"] == [0, 2, 4]
     assert [item["setting"] for item in report["settings"]] == ["same_data", "transfer_set"]
@@ -358,8 +483,20 @@ def test_offline_demo_on_the_shipped_minilm(tmp_path):
 def _mlm_args(tmp_path, teacher_dir, *extra) -> list[str]:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(load_shipped_dataset()["train"]["text"][:40]))
-    return ["--teacher_model_name_or_path", teacher_dir, "--train_file", str(corpus), "--validation_file", str(corpus),
-            "--max_seq_length", "32", "--max_eval_samples", "16", *_common_args(tmp_path / "run"), *extra]
+    return [
+        "--teacher_model_name_or_path",
+        teacher_dir,
+        "--train_file",
+        str(corpus),
+        "--validation_file",
+        str(corpus),
+        "--max_seq_length",
+        "32",
+        "--max_eval_samples",
+        "16",
+        *_common_args(tmp_path / "run"),
+        *extra,
+    ]
 
 
 def test_mlm_defaults_are_distilbert_weights(tmp_path, tiny_mlm_dir):
@@ -420,13 +557,28 @@ def test_text_recipes_run_with_two_processes(tmp_path, recipe, tiny_classifier_d
     from tests.test_distributed import ENV, LAUNCH_TWO, ROOT
 
     if recipe == "text_classification":
-        args = ["--teacher_model_name_or_path", tiny_classifier_dir, "--train_file", csv_files["train"],
-                "--validation_file", csv_files["validation"], "--label_column", "sentiment", "--max_seq_length", "24",
-                "--max_steps", "2", "--logging_steps", "1", *_common_args(tmp_path / "run")]
+        args = [
+            "--teacher_model_name_or_path",
+            tiny_classifier_dir,
+            "--train_file",
+            csv_files["train"],
+            "--validation_file",
+            csv_files["validation"],
+            "--label_column",
+            "sentiment",
+            "--max_seq_length",
+            "24",
+            "--max_steps",
+            "2",
+            "--logging_steps",
+            "1",
+            *_common_args(tmp_path / "run"),
+        ]
     else:
         args = _mlm_args(tmp_path, tiny_mlm_dir, "--max_steps", "2", "--logging_steps", "1")
-    result = subprocess.run([*LAUNCH_TWO, f"recipes/{recipe}.py", *args], cwd=ROOT, env=ENV, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [*LAUNCH_TWO, f"recipes/{recipe}.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     for fatal in ("Traceback", "Abort", "Segmentation fault", "core dumped"):
         assert fatal not in result.stderr, result.stderr[-3000:]

@@ -11,12 +11,13 @@ JSD, i.e. 0.19 and 0.41 of one float32 logits tensor with the default chunk size
 """
 
 import math
-from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .chunked_kl import ForwardKLChunks
+from .chunks import PerPositionFn, aligned_chunks, differentiate_chunk
 from .divergences import get_divergence
 from .reduction import Reduction, check_logit_shapes, reduce_loss
 
@@ -24,9 +25,6 @@ from .reduction import Reduction, check_logit_shapes, reduce_loss
 _MIN_CHUNKS = 32
 # ...of at most this many elements (8 MiB in float32) each, however many positions there are.
 _MAX_CHUNK_ELEMENTS = 2**21
-
-# `per_position_fn(student_chunk, *teacher_chunks)` → the values `(n,)` of a chunk of n positions.
-PerPositionFn = Callable[..., Tensor]
 
 
 def chunked_soft_target_loss(
@@ -48,7 +46,8 @@ def chunked_soft_target_loss(
     pass differentiates each chunk as it goes (when the student requires grad and grad mode is on) and keeps the
     student's gradient, which the backward pass only scales: the pair does the work of :func:`soft_target_loss`. With
     `"none"`, whose weights are only known in the backward pass, the backward pass recomputes each chunk, which costs
-    one more forward pass.
+    one more forward pass. `"forward_kl"`, the default, computes its gradient by hand instead, for every
+    reduction (:mod:`hf_distill.losses.chunked_kl`: 2 to 3 times faster).
 
     Args:
         student_logits: `(..., V)` student logits; may be a non-contiguous view such as the shifted `logits[:, :-1]`
@@ -74,7 +73,14 @@ def chunked_soft_target_loss(
     def per_position_fn(student: Tensor, teacher: Tensor) -> Tensor:
         return divergence_fn(student, teacher, temperature) * temperature**2
 
-    return chunked_per_position_loss(per_position_fn, student_logits, [teacher_logits], mask, reduction, chunk_size)
+    if divergence != "forward_kl":
+        return chunked_per_position_loss(
+            per_position_fn, student_logits, [teacher_logits], mask, reduction, chunk_size
+        )
+    chunk_size = _checked_chunk_size(student_logits, mask, reduction, chunk_size)
+    teacher_logits = teacher_logits.detach()
+    values = ForwardKLChunks.apply(student_logits, teacher_logits, temperature, chunk_size, mask, per_position_fn)
+    return reduce_loss(values, mask, reduction)
 
 
 def chunked_per_position_loss(
@@ -95,16 +101,8 @@ def chunked_per_position_loss(
         teachers: tensors `(..., W)` (any last dimension) over the same positions, detached here.
         mask, reduction, chunk_size: as in :func:`chunked_soft_target_loss`.
     """
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}.")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    chunk_size = _checked_chunk_size(student_logits, mask, reduction, chunk_size)
     leading_shape = student_logits.shape[:-1]
-    if mask is not None and mask.shape != leading_shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
-    if chunk_size is None:
-        chunk_size = math.ceil(leading_shape.numel() / _MIN_CHUNKS)
-        chunk_size = max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(student_logits.shape[-1], 1)))
     teachers = [teacher.detach() for teacher in teachers]
     if reduction == "none":
         per_position = _RecomputedDivergence.apply(student_logits, per_position_fn, chunk_size, mask, *teachers)
@@ -121,36 +119,21 @@ def chunked_per_position_loss(
     )
 
 
-def _aligned_chunks(
-    tensors: list[Tensor], chunk_size: int, offset: int = 0
-) -> Iterator[tuple[int, int, list[Tensor]]]:
-    """Yield `(start, stop, rows)`: views `(stop - start, W)` of each `(..., W)` tensor (W its own) over the same
-    positions `start:stop` (in row-major order), without copying.
-
-    Tensors whose positions cannot be flattened into one view (e.g. `logits[:, :-1]`) are split along their first
-    dimension first; chunks then stop at the end of each slice.
-    """
-    try:
-        rows = [tensor.view(-1, tensor.shape[-1]) for tensor in tensors]
-    except RuntimeError:
-        positions_per_slice = tensors[0].shape[1:-1].numel()
-        for i in range(tensors[0].shape[0]):
-            yield from _aligned_chunks([tensor[i] for tensor in tensors], chunk_size, offset + i * positions_per_slice)
-        return
-    for start in range(0, rows[0].shape[0], chunk_size):
-        chunk = [row[start : start + chunk_size] for row in rows]
-        yield offset + start, offset + start + chunk[0].shape[0], chunk
-
-
-def _chunk_gradient(
-    per_position_fn: PerPositionFn, student: Tensor, teachers: list[Tensor], weights: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Values `(n,)` of a chunk of `n` positions, and the gradient `(n, V)` of `sum(weights * values)` w.r.t. it."""
-    with torch.enable_grad():
-        student = student.detach().requires_grad_()
-        values = per_position_fn(student, *teachers)
-        (gradient,) = torch.autograd.grad(values, student, weights)
-    return values.detach(), gradient
+def _checked_chunk_size(
+    student_logits: Tensor, mask: Tensor | None, reduction: Reduction, chunk_size: int | None
+) -> int:
+    """Check the mask, reduction and chunk size of a chunked loss; return the number of positions per chunk."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of positions, got {chunk_size}.")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
+    leading_shape = student_logits.shape[:-1]
+    if mask is not None and mask.shape != leading_shape:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
+    if chunk_size is None:
+        chunk_size = math.ceil(leading_shape.numel() / _MIN_CHUNKS)
+        chunk_size = max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(student_logits.shape[-1], 1)))
+    return chunk_size
 
 
 def _recompute_gradient(
@@ -162,11 +145,11 @@ def _recompute_gradient(
     weights = weights.reshape(-1)
     # On the host, so that choosing the chunks to skip synchronises with the device once, not once per chunk.
     counted = (weights != 0).cpu()
-    for start, stop, (student, chunk_gradient, *teacher) in _aligned_chunks(
+    for start, stop, (student, chunk_gradient, *teacher) in aligned_chunks(
         [student_logits, gradient, *teachers], chunk_size
     ):
         if counted[start:stop].any():
-            chunk_gradient.copy_(_chunk_gradient(per_position_fn, student, teacher, weights[start:stop])[1])
+            chunk_gradient.copy_(differentiate_chunk(per_position_fn, student, teacher, weights[start:stop])[1])
         else:
             chunk_gradient.zero_()
     return gradient
@@ -189,7 +172,7 @@ class _RecomputedDivergence(torch.autograd.Function):
     ) -> Tensor:
         values = torch.zeros(student_logits.shape[:-1].numel(), dtype=torch.float32, device=student_logits.device)
         counted = None if mask is None else mask.reshape(-1).bool().cpu()
-        for start, stop, (student, *teacher) in _aligned_chunks([student_logits, *teachers], chunk_size):
+        for start, stop, (student, *teacher) in aligned_chunks([student_logits, *teachers], chunk_size):
             if counted is None or counted[start:stop].any():
                 values[start:stop] = per_position_fn(student, *teacher)
         ctx.save_for_backward(student_logits, *teachers)
@@ -234,13 +217,15 @@ class _ReducedDivergence(torch.autograd.Function):
         if with_gradient:
             gradient = torch.empty(student_logits.shape, dtype=student_logits.dtype, device=student_logits.device)
             tensors.append(gradient)
-        for start, stop, (student, *rest) in _aligned_chunks(tensors, chunk_size):
+        for start, stop, (student, *rest) in aligned_chunks(tensors, chunk_size):
             teacher, chunk_gradient = rest[: len(teachers)], rest[len(teachers) :]
             if not counted[start:stop].any():
                 if with_gradient:
                     chunk_gradient[0].zero_()
             elif with_gradient:
-                values[start:stop], grad = _chunk_gradient(per_position_fn, student, teacher, flat_weights[start:stop])
+                values[start:stop], grad = differentiate_chunk(
+                    per_position_fn, student, teacher, flat_weights[start:stop]
+                )
                 chunk_gradient[0].copy_(grad)
             else:
                 values[start:stop] = per_position_fn(student, *teacher)
