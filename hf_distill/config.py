@@ -109,8 +109,9 @@ class DistillationTrainingArguments(OnPolicyArguments):
             Run the teacher, and its 4-D image inputs, in the channels-last memory format: CNN teachers run faster so
             on many CPUs and GPUs (`benchmarks/speed.py` prints the ratio); the logits are equal to float rounding.
         loss_chunk_size (`int`, *optional*):
-            Positions per chunk of the token-level soft loss on `(B, L, V)` logits, computed chunk by chunk with the
-            same values and gradients to bound its memory. `None`: chunked from 2²² logits elements up; 0: never.
+            Positions per chunk of the token-level soft and hard losses on `(B, L, V)` logits, computed chunk by
+            chunk with the same values and gradients to bound their memory (the forward KL and the cross-entropy
+            with gradients derived by hand, also faster). `None`: chunked from 2²² logits elements up; 0: never.
         topk_tail (`str`, *optional*, defaults to `"bucket"`):
             With a top-k teacher cache (`teacher_topk_values` / `teacher_topk_indices` columns), how the soft loss
             treats the classes outside the cached k: `"bucket"` (one outcome holding the teacher's remaining mass) or
@@ -195,7 +196,7 @@ class DistillationTrainingArguments(OnPolicyArguments):
     )
     loss_chunk_size: int | None = field(
         default=None,
-        metadata={"help": "Positions per chunk of the token-level soft loss (None: by logits size; 0: no chunks)."},
+        metadata={"help": "Positions per chunk of the token-level losses (None: by logits size; 0: no chunks)."},
     )
     topk_tail: str = field(
         default="bucket",

@@ -102,7 +102,7 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
         soft_weight, hard_weight = args.loss_weights
         self.loss_terms: list[LossTerm] = [
             soft_term(args),
-            HardLabelTerm(hard_weight, args.label_smoothing_factor),
+            HardLabelTerm(hard_weight, args.label_smoothing_factor, args.loss_chunk_size),
             *(extra_loss_terms or []),
         ]
         if all(term.weight == 0 for term in self.loss_terms):

@@ -10,10 +10,14 @@ from hf_distill.losses import (
     DIVERGENCES,
     chunked_soft_target_loss,
     chunked_topk_soft_target_loss,
+    hard_label_loss,
     soft_target_loss,
     teacher_topk,
     topk_soft_target_loss,
 )
+from hf_distill.losses.chunked_kl import ForwardKLKernel, TopKBucketKLKernel
+from hf_distill.losses.chunks import differentiate_chunk
+from hf_distill.losses.topk import _topk_per_position_fn
 
 
 def _logits(*shape, seed=0, dtype=torch.float32):
@@ -137,6 +141,136 @@ def test_hand_derived_forward_kl_is_zero_where_the_student_is_the_teacher():
     logits = _logits(4, 6, 50, seed=3) * 10  # peaked distributions: p log p terms of every size
     loss, gradient = _with_gradient(chunked_soft_target_loss, logits, logits.clone(), 3.0, reduction="none")
     assert loss.abs().max() < 1e-5 and gradient.abs().max() < 1e-7
+
+
+def _kernel_against_its_reference(kernel, student, teachers, weights):
+    """A kernel's values and gradient on one chunk, and its reference's by autograd."""
+    buffers = [torch.empty(student.shape, dtype=torch.float32) for _ in range(kernel.num_buffers)]
+    result = kernel.values(student, teachers, buffers)
+    assert result is not None  # the hand-derived path, not the reference
+    values, statistics = result
+    gradient = torch.empty_like(student)
+    kernel.gradient(student, teachers, statistics, weights, gradient, buffers)
+    expected_values, expected_gradient = differentiate_chunk(kernel.reference, student, teachers, weights)
+    return (values, gradient), (expected_values, expected_gradient)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_forward_kl_kernel_equals_hintons_loss_in_float64(temperature, offset):
+    # Against the definition in float64: T^2 KL(p_t^T || p_s^T) and its gradient T (p_s^T - p_t^T), weighted. (With
+    # logits near 300, float32 autograd through log_softmax(z / T) is itself off by a few 1e-7.)
+    student, teacher = _logits(6, 40, seed=1) + offset, _logits(6, 40, seed=2) - offset
+    kernel = ForwardKLKernel(temperature, reference=None)
+    weights = torch.rand(6, generator=torch.Generator().manual_seed(3))
+    buffers = [torch.empty(6, 40) for _ in range(kernel.num_buffers)]
+    values, statistics = kernel.values(student, [teacher], buffers)
+    gradient = torch.empty_like(student)
+    kernel.gradient(student, [teacher], statistics, weights, gradient, buffers)
+    log_q, log_p = (F.log_softmax(z.double() / temperature, dim=-1) for z in (student, teacher))
+    expected = (log_p.exp() * (log_p - log_q)).sum(-1) * temperature**2
+    expected_gradient = temperature * weights.double().unsqueeze(-1) * (log_q.exp() - log_p.exp())
+    torch.testing.assert_close(values.double(), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient.double(), expected_gradient, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("k", [1, 5, 39])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_top_k_bucket_kernel_equals_its_reference(temperature, k, offset):
+    # Teachers from flat to peaked (a top-39 of 40 holding all but about 1e-5 of the mass), students far from 0.
+    student = _logits(6, 40, seed=1) + offset
+    values, indices = teacher_topk(_logits(6, 40, seed=2) * torch.linspace(0.2, 0.8, 6).unsqueeze(-1), k)
+    assert (1 - values.exp().sum(-1)).min() > 1e-6  # no tail empty in float32: every row by hand
+    per_position_fn = _topk_per_position_fn(student, values, indices, temperature, "bucket", "forward_kl", 0.5)
+    kernel = TopKBucketKLKernel(temperature, per_position_fn)
+    weights = torch.rand(6, generator=torch.Generator().manual_seed(3))
+    (loss, gradient), _ = _kernel_against_its_reference(kernel, student, [values, indices], weights)
+    # The loss ignores a constant offset of the student's logits; its float32 reference, which divides the logits by T
+    # before normalising them, loses a few 1e-7 to one: compare with the reference at offset 0.
+    _, (expected, expected_gradient) = _kernel_against_its_reference(
+        kernel, student - offset, [values, indices], weights
+    )
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-7, rtol=1e-5)
+
+
+def test_top_k_bucket_kernel_leaves_the_edge_cases_to_its_reference():
+    # k = V (no tail), a top-k holding all the teacher's mass, a student with no mass outside K: each chunk declined.
+    student = _logits(2, 6, seed=1)
+    full = teacher_topk(_logits(2, 6, seed=2), 6)
+    peaked = teacher_topk(_logits(2, 6, seed=2) * 1000, 2)
+    cornered = torch.full((2, 6), -math.inf)
+    cornered[:, :2] = 0.0
+    for chunk_student, (values, indices) in (
+        (student, full),
+        (student, peaked),
+        (cornered, (peaked[0], torch.arange(2).expand(2, 2))),
+    ):
+        fn = _topk_per_position_fn(chunk_student, values, indices, 2.0, "bucket", "forward_kl", 0.5)
+        kernel = TopKBucketKLKernel(2.0, fn)
+        assert kernel.values(chunk_student, [values, indices], [torch.empty(2, 6)]) is None
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("stored", [torch.float32, torch.bfloat16])
+def test_chunked_top_k_bucket_loss_by_hand_equals_the_top_k_loss(stored, reduction):
+    # Through chunked_topk_soft_target_loss: chunks of 4 with one of them outside the mask, stored values in bfloat16
+    # too, a float16 student, and one position whose top-k holds all the mass (its chunk is declined).
+    student = _logits(3, 7, 30, seed=1)
+    values, indices = teacher_topk(_logits(3, 7, 30, seed=2), 6, dtype=stored)
+    values[2, 6] = torch.tensor([0.0, -math.inf, -math.inf, -math.inf, -math.inf, -math.inf]).to(stored)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, :] = False
+    for dtype in (torch.float32, torch.float16):
+        args = (values, indices, 2.0, mask, reduction)
+        expected, expected_gradient = _with_gradient(topk_soft_target_loss, student.to(dtype), *args)
+        loss, gradient = _with_gradient(chunked_topk_soft_target_loss, student.to(dtype), *args, chunk_size=4)
+        torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gradient, expected_gradient, atol=1e-6, rtol=1e-4)
+
+
+# ---- The chunked cross-entropy (hf_distill.losses.chunked_ce) ----
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_chunked_cross_entropy_equals_hard_label_loss(label_smoothing, reduction):
+    # Chunks of 3: ignored labels scattered, and the chunk of positions 6..8 wholly ignored (skipped).
+    student = _logits(2, 9, 13, seed=7) + 200.0
+    labels = torch.randint(13, (2, 9), generator=torch.Generator().manual_seed(8))
+    labels[torch.rand(2, 9, generator=torch.Generator().manual_seed(9)) < 0.3] = -100
+    labels[0, 6:] = -100
+    args = (labels, reduction, -100, label_smoothing)
+    expected, expected_gradient = _with_gradient(hard_label_loss, student, *args, scale=0.7)
+    loss, gradient = _with_gradient(hard_label_loss, student, *args, chunk_size=3, scale=0.7)
+    torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-7, rtol=1e-5)
+    assert gradient[0, 6:].abs().sum() == 0 and gradient[labels == -100].abs().sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_cross_entropy_of_shifted_half_precision_logits(dtype):
+    # A causal LM's logits[:, :-1], not copied, in half precision: computed in float32, the gradient in the input's
+    # dtype and zero on the last position.
+    student = _logits(3, 8, 10, seed=1, dtype=dtype)
+    labels = torch.randint(10, (3, 7), generator=torch.Generator().manual_seed(2))
+
+    def shifted(**kwargs):
+        return lambda s: hard_label_loss(s[:, :-1], labels, **kwargs)
+
+    expected, expected_gradient = _with_gradient(shifted(), student)
+    loss, gradient = _with_gradient(shifted(chunk_size=4), student)
+    assert loss.dtype == torch.float32 and gradient.dtype == dtype
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(gradient, expected_gradient)
+    assert gradient[:, -1].abs().sum() == 0
+
+
+def test_chunked_cross_entropy_names_a_label_out_of_range():
+    labels = torch.tensor([[1, 5, -100]])
+    with pytest.raises(ValueError, match=r"class ids in \[0, 4\] or -100 \(ignored\); got 5"):
+        hard_label_loss(_logits(1, 3, 5), labels, chunk_size=2)
 
 
 def test_chunked_rejects_bad_arguments():

@@ -10,21 +10,14 @@ gradient only a few float32 tensors of `chunk_size x V` are alive at once: 6 for
 JSD, i.e. 0.19 and 0.41 of one float32 logits tensor with the default chunk size (`benchmarks/loss_memory.py`).
 """
 
-import math
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .chunked_kl import ForwardKLChunks
-from .chunks import PerPositionFn, aligned_chunks, differentiate_chunk
+from .chunked_kl import ForwardKLKernel
+from .chunks import HandDerivedChunks, PerPositionFn, aligned_chunks, default_chunk_size, differentiate_chunk
 from .divergences import get_divergence
 from .reduction import Reduction, check_logit_shapes, reduce_loss
-
-# `chunk_size=None` splits the positions into this many chunks at least...
-_MIN_CHUNKS = 32
-# ...of at most this many elements (8 MiB in float32) each, however many positions there are.
-_MAX_CHUNK_ELEMENTS = 2**21
 
 
 def chunked_soft_target_loss(
@@ -77,9 +70,9 @@ def chunked_soft_target_loss(
         return chunked_per_position_loss(
             per_position_fn, student_logits, [teacher_logits], mask, reduction, chunk_size
         )
-    chunk_size = _checked_chunk_size(student_logits, mask, reduction, chunk_size)
-    teacher_logits = teacher_logits.detach()
-    values = ForwardKLChunks.apply(student_logits, teacher_logits, temperature, chunk_size, mask, per_position_fn)
+    chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
+    kernel = ForwardKLKernel(temperature, per_position_fn)
+    values = HandDerivedChunks.apply(student_logits, kernel, chunk_size, mask, teacher_logits.detach())
     return reduce_loss(values, mask, reduction)
 
 
@@ -101,7 +94,7 @@ def chunked_per_position_loss(
         teachers: tensors `(..., W)` (any last dimension) over the same positions, detached here.
         mask, reduction, chunk_size: as in :func:`chunked_soft_target_loss`.
     """
-    chunk_size = _checked_chunk_size(student_logits, mask, reduction, chunk_size)
+    chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
     leading_shape = student_logits.shape[:-1]
     teachers = [teacher.detach() for teacher in teachers]
     if reduction == "none":
@@ -119,7 +112,7 @@ def chunked_per_position_loss(
     )
 
 
-def _checked_chunk_size(
+def checked_chunk_size(
     student_logits: Tensor, mask: Tensor | None, reduction: Reduction, chunk_size: int | None
 ) -> int:
     """Check the mask, reduction and chunk size of a chunked loss; return the number of positions per chunk."""
@@ -130,10 +123,7 @@ def _checked_chunk_size(
     leading_shape = student_logits.shape[:-1]
     if mask is not None and mask.shape != leading_shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match loss shape {tuple(leading_shape)}.")
-    if chunk_size is None:
-        chunk_size = math.ceil(leading_shape.numel() / _MIN_CHUNKS)
-        chunk_size = max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(student_logits.shape[-1], 1)))
-    return chunk_size
+    return default_chunk_size(student_logits) if chunk_size is None else chunk_size
 
 
 def _recompute_gradient(

@@ -20,11 +20,13 @@ rounding. Chunks with teacher logits of `-inf` (outside the support) take the au
 :func:`hf_distill.losses.chunked.chunked_per_position_loss`, which renormalises the student over the support.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from .chunks import PerPositionFn, aligned_chunks, differentiate_chunk
+from .chunks import PerPositionFn
+from .divergences import log1mexp
 
 
 def _tempered_probs(logits: Tensor, maximum: Tensor, log_z: Tensor, temperature: float, out: Tensor) -> Tensor:
@@ -93,70 +95,110 @@ def forward_kl_chunk_gradient(
         out.copy_(student_probs)
 
 
-class ForwardKLChunks(torch.autograd.Function):
-    """`T² KL(p_t^T || p_s^T)` per position `(...)`, chunk by chunk, with the gradient of
-    :mod:`hf_distill.losses.chunked_kl`; the backward pass rebuilds each chunk's distributions from the four numbers
-    per position the forward pass kept.
+@dataclass(frozen=True)
+class ForwardKLKernel:
+    """:func:`forward_kl_chunk` and its gradient as a :class:`~hf_distill.losses.chunks.ChunkKernel`; chunks whose
+    teacher has `-inf` logits (outside the support) go to `reference`, :func:`~hf_distill.losses.forward_kl` times
+    T², which renormalises the student over the support."""
 
-    Chunks lying wholly outside `mask` are skipped (values and gradient 0); chunks whose teacher has `-inf` logits
-    take `per_position_fn` (:func:`~hf_distill.losses.forward_kl`) and autograd, which renormalise the student over
-    the teacher's support.
+    temperature: float
+    reference: PerPositionFn
+    num_buffers: int = 3
+    num_statistics: int = 4
+
+    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+        (teacher,) = teachers
+        if torch.isneginf(teacher.amin(-1)).any():  # a row minimum: 3 times cheaper than isneginf(teacher)
+            return None
+        return forward_kl_chunk(student, teacher, self.temperature, buffers)
+
+    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+        forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
+
+
+@dataclass(frozen=True)
+class TopKBucketKLKernel:
+    r"""The forward KL against a top-k teacher completed by the student's tail (`tail="bucket"` of
+    :func:`~hf_distill.losses.topk_soft_target_loss`), by hand, as a :class:`~hf_distill.losses.chunks.ChunkKernel`.
+
+    With K the cached classes and their log-probabilities v at T = 1, the completed teacher is
+    :math:`\hat u_j = v_j` on K and :math:`\hat u_j = z_j - \mathrm{lse}(z) + c` outside it, with
+    :math:`c = \log m_t - \log m_s` (the teacher's and the student's mass outside K). Outside K,
+    :math:`\hat u_j / T - z_j / T` is the constant :math:`(c - \mathrm{lse}(z)) / T`, so with
+    :math:`\hat p = \mathrm{softmax}(\hat u / T)` and :math:`q = \mathrm{softmax}(z / T)`
+
+    .. math:: \mathrm{KL}(\hat p \| q) = \sum_{j \in K} \hat p_j \frac{v_j - z_j}{T}
+        + \hat p(\bar K) \frac{c - \mathrm{lse}(z)}{T} - \mathrm{lse}(\hat u / T) + \mathrm{lse}(z / T),
+        \qquad \frac{\partial\, T^2 \mathrm{KL}}{\partial z} = T (q - \hat p), \quad \hat p_j = r \, q_j
+        \text{ outside } K
+
+    for a constant r per position: the forward pass takes one exponential per element (two at T != 1), the backward
+    pass one, and neither writes the completed teacher over V. The student's sums outside K are taken by zeroing K,
+    not by subtracting, so a top-k holding nearly all the mass loses no precision. Chunks with k = V, an empty tail
+    (teacher or student) or a non-finite student row go to `reference`, the loss of
+    :func:`~hf_distill.losses.topk_soft_target_loss` per position.
     """
 
-    @staticmethod
-    def forward(
-        ctx,
-        student_logits: Tensor,
-        teacher_logits: Tensor,
-        temperature: float,
-        chunk_size: int,
-        mask: Tensor | None,
-        per_position_fn: PerPositionFn,
-    ) -> Tensor:
-        positions, num_classes = student_logits.shape[:-1].numel(), student_logits.shape[-1]
-        values = torch.zeros(positions, dtype=torch.float32, device=student_logits.device)
-        statistics = torch.zeros(4, positions, dtype=torch.float32, device=student_logits.device)
-        counted = None if mask is None else mask.reshape(-1).bool().cpu()
-        buffers = [
-            student_logits.new_empty(min(chunk_size, positions), num_classes, dtype=torch.float32) for _ in "abc"
-        ]
-        by_autograd = []  # (start, stop) of the chunks whose teacher has -inf logits
-        for start, stop, (student, teacher) in aligned_chunks([student_logits, teacher_logits], chunk_size):
-            if counted is not None and not counted[start:stop].any():
-                continue
-            if torch.isneginf(teacher.amin(-1)).any():  # a row minimum: 3 times cheaper than isneginf(teacher)
-                by_autograd.append((start, stop))
-                values[start:stop] = per_position_fn(student, teacher)
-            else:
-                values[start:stop], statistics[:, start:stop] = forward_kl_chunk(
-                    student, teacher, temperature, buffers
-                )
-        ctx.save_for_backward(student_logits, teacher_logits, statistics)
-        ctx.temperature, ctx.chunk_size, ctx.counted = temperature, chunk_size, counted
-        ctx.per_position_fn, ctx.by_autograd = per_position_fn, set(by_autograd)
-        return values.view(student_logits.shape[:-1])
+    temperature: float
+    reference: PerPositionFn
+    num_buffers: int = 1
+    num_statistics: int = 4
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, ...]:
-        if not ctx.needs_input_grad[0]:
-            return (None,) * 6
-        student_logits, teacher_logits, statistics = ctx.saved_tensors
-        gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format)
-        weights = grad_values.reshape(-1).float()
-        rows = min(ctx.chunk_size, weights.numel())
-        buffers = [student_logits.new_empty(rows, student_logits.shape[-1], dtype=torch.float32) for _ in "ab"]
-        for start, stop, (student, teacher, chunk_gradient) in aligned_chunks(
-            [student_logits, teacher_logits, gradient], ctx.chunk_size
-        ):
-            if ctx.counted is not None and not ctx.counted[start:stop].any():
-                chunk_gradient.zero_()
-            elif (start, stop) in ctx.by_autograd:
-                chunk_weights = weights[start:stop]
-                chunk_gradient.copy_(differentiate_chunk(ctx.per_position_fn, student, [teacher], chunk_weights)[1])
-            else:
-                chunk_statistics, chunk_weights = statistics[:, start:stop], weights[start:stop]
-                forward_kl_chunk_gradient(
-                    student, teacher, chunk_statistics, chunk_weights, ctx.temperature, chunk_gradient, buffers
-                )
-        return gradient, None, None, None, None, None
+    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+        values, indices = teachers[0].float(), teachers[1].long()
+        if indices.shape[-1] == student.shape[-1]:
+            return None
+        temperature, exps = self.temperature, buffers[0][: student.shape[0]]
+        maximum = student.amax(-1).float()
+        log_inside, log_outside = _split_log_sums(student, maximum, indices, 1.0, exps)  # at T = 1
+        log_z = torch.logaddexp(log_inside, log_outside)
+        student_tail, teacher_tail = log_outside - log_z, log1mexp(values.logsumexp(-1))  # log m_s, log m_t
+        if not (torch.isfinite(maximum).all() and torch.isfinite(student_tail).all()):
+            return None
+        if not torch.isfinite(teacher_tail).all():
+            return None
+        if temperature != 1.0:
+            log_inside, log_outside = _split_log_sums(student, maximum, indices, temperature, exps)
+        # Work with the student's log-probabilities y = z - lse(z) at T = 1, whose outside-K gap to the completed
+        # teacher is c: no sum below mixes terms of the logits' size that cancel.
+        tempered_log_z = torch.logaddexp(log_inside, log_outside)  # lse((z - max z) / T)
+        shift, tail_gap = (
+            log_z / temperature,
+            (teacher_tail - student_tail) / temperature,
+        )  # (lse(z) - max z) / T, c / T
+        log_tail = log_outside - shift + tail_gap  # lse of u_hat / T outside K
+        teacher_log_z = torch.logaddexp((values / temperature).logsumexp(-1), log_tail)  # lse(u_hat / T)
+        teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))  # p_hat on K
+        student_inside = student.gather(-1, indices).float() - (maximum + log_z).unsqueeze(-1)  # y on K
+        cross = (teacher_inside * (values - student_inside)).sum(-1) / temperature
+        kl = cross + torch.exp(log_tail - teacher_log_z) * tail_gap - teacher_log_z + (tempered_log_z - shift)
+        log_ratio = tempered_log_z - shift + tail_gap - teacher_log_z  # log r
+        return kl * temperature**2, torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio])
+
+    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+        values, indices = teachers[0].float(), teachers[1].long()
+        maximum, tempered_log_z, teacher_log_z, log_ratio = statistics
+        temperature, scale = self.temperature, (weights * self.temperature).unsqueeze(-1)
+        probs = out if out.dtype == torch.float32 else buffers[0][: student.shape[0]]
+        _tempered_probs(student, maximum, tempered_log_z, temperature, probs)  # q
+        probs.mul_(scale * -torch.expm1(log_ratio).unsqueeze(-1))  # T w q (1 - r) outside K
+        student_inside = student.gather(-1, indices).float() - maximum.unsqueeze(-1)
+        student_inside = torch.exp(student_inside / temperature - tempered_log_z.unsqueeze(-1))
+        teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))
+        probs.scatter_(-1, indices, scale * (student_inside - teacher_inside))  # T w (q - p_hat) on K
+        if probs is not out:
+            out.copy_(probs)
+
+
+def _split_log_sums(
+    logits: Tensor, maximum: Tensor, indices: Tensor, temperature: float, exps: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The logsumexp of `(z - max z) / T` over the classes in `indices` `(n, k)` and over the others, each `(n,)`;
+    `exps` `(n, V)` float32 is overwritten."""
+    torch.sub(logits, maximum.unsqueeze(-1), out=exps)
+    if temperature != 1.0:
+        exps.div_(temperature)
+    exps.exp_()
+    inside = exps.gather(-1, indices).sum(-1)
+    outside = exps.scatter_(-1, indices, 0.0).sum(-1)
+    return inside.log(), outside.log()

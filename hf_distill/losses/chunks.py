@@ -1,12 +1,28 @@
-"""Chunks of positions of `(..., V)` logits, shared by the chunked losses (:mod:`.chunked`, :mod:`.chunked_kl`)."""
+"""Chunks of positions of `(..., V)` logits, shared by the chunked losses, and the autograd function of those whose
+gradient is derived by hand (:mod:`.chunked_kl`, :mod:`.chunked_ce`)."""
 
+import math
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 # `per_position_fn(student_chunk, *teacher_chunks)` → the values `(n,)` of a chunk of n positions.
 PerPositionFn = Callable[..., Tensor]
+
+# `chunk_size=None` splits the positions into this many chunks at least...
+_MIN_CHUNKS = 32
+# ...of at most this many elements (8 MiB in float32) each, however many positions there are.
+_MAX_CHUNK_ELEMENTS = 2**21
+
+
+def default_chunk_size(logits: Tensor) -> int:
+    """Positions per chunk of `(..., V)` logits when none is given: 1/32 of them, and at most 2²¹ / V (8 MiB per
+    float32 chunk tensor)."""
+    chunk_size = math.ceil(logits.shape[:-1].numel() / _MIN_CHUNKS)
+    return max(1, min(chunk_size, _MAX_CHUNK_ELEMENTS // max(logits.shape[-1], 1)))
 
 
 def aligned_chunks(tensors: list[Tensor], chunk_size: int, offset: int = 0) -> Iterator[tuple[int, int, list[Tensor]]]:
@@ -37,3 +53,94 @@ def differentiate_chunk(
         values = per_position_fn(student, *teachers)
         (gradient,) = torch.autograd.grad(values, student, weights)
     return values.detach(), gradient
+
+
+class ChunkKernel(Protocol):
+    """A loss per position on chunks `(n, V)` of student logits, with its gradient derived by hand.
+
+    `values` computes a chunk's values and the few numbers per position (`statistics`) from which `gradient` rebuilds
+    what it needs; both work in `num_buffers` float32 tensors of `(chunk, V)` allocated once per pass. `values` may
+    decline a chunk (return `None`), which `reference`, the same loss in differentiable operations, then computes
+    with autograd.
+    """
+
+    num_buffers: int
+    num_statistics: int
+
+    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+        """`(values (n,), statistics (num_statistics, n))`, or `None` to leave the chunk to `reference`."""
+
+    def gradient(
+        self,
+        student: Tensor,
+        teachers: list[Tensor],
+        statistics: Tensor,
+        weights: Tensor,
+        out: Tensor,
+        buffers: list[Tensor],
+    ) -> None:
+        """Write the gradient `(n, V)` of `sum(weights * values)` w.r.t. `student` into `out` (the student's dtype)."""
+
+    def reference(self, student: Tensor, *teachers: Tensor) -> Tensor:
+        """The values `(n,)`, differentiable in `student`."""
+
+
+class HandDerivedChunks(torch.autograd.Function):
+    """A `kernel`'s values per position `(...)` on `(..., V)` student logits and the same positions of each teacher
+    tensor `(..., W)`, `chunk_size` positions at a time; the backward pass hands each chunk to `kernel.gradient`.
+
+    Chunks lying wholly outside `mask` are skipped (values and gradient 0). Beyond the student's gradient, the
+    memory is the kernel's buffers and statistics.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, student_logits: Tensor, kernel: ChunkKernel, chunk_size: int, mask: Tensor | None, *teachers: Tensor
+    ) -> Tensor:
+        positions = student_logits.shape[:-1].numel()
+        values = torch.zeros(positions, dtype=torch.float32, device=student_logits.device)
+        statistics = torch.zeros(kernel.num_statistics, positions, dtype=torch.float32, device=student_logits.device)
+        counted = None if mask is None else mask.reshape(-1).bool().cpu()
+        buffers = _buffers(student_logits, kernel, chunk_size)
+        by_reference = set()  # (start, stop) of the chunks the kernel declined
+        for start, stop, (student, *teacher) in aligned_chunks([student_logits, *teachers], chunk_size):
+            if counted is not None and not counted[start:stop].any():
+                continue
+            result = kernel.values(student, teacher, buffers)
+            if result is None:
+                by_reference.add((start, stop))
+                values[start:stop] = kernel.reference(student, *teacher)
+            else:
+                values[start:stop], statistics[:, start:stop] = result
+        ctx.save_for_backward(student_logits, statistics, *teachers)
+        ctx.kernel, ctx.chunk_size, ctx.counted, ctx.by_reference = kernel, chunk_size, counted, by_reference
+        return values.view(student_logits.shape[:-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, ...]:
+        student_logits, statistics, *teachers = ctx.saved_tensors
+        nones = (None,) * (3 + len(teachers))  # the kernel, chunk size, mask and teachers get none
+        if not ctx.needs_input_grad[0]:
+            return None, *nones
+        kernel, chunk_size = ctx.kernel, ctx.chunk_size
+        gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format)
+        weights = grad_values.reshape(-1).float()
+        buffers = _buffers(student_logits, kernel, chunk_size)
+        for start, stop, (student, chunk_gradient, *teacher) in aligned_chunks(
+            [student_logits, gradient, *teachers], chunk_size
+        ):
+            if ctx.counted is not None and not ctx.counted[start:stop].any():
+                chunk_gradient.zero_()
+            elif (start, stop) in ctx.by_reference:
+                chunk_gradient.copy_(differentiate_chunk(kernel.reference, student, teacher, weights[start:stop])[1])
+            else:
+                chunk_statistics = statistics[:, start:stop]
+                kernel.gradient(student, teacher, chunk_statistics, weights[start:stop], chunk_gradient, buffers)
+        return gradient, *nones
+
+
+def _buffers(student_logits: Tensor, kernel: ChunkKernel, chunk_size: int) -> list[Tensor]:
+    rows = min(chunk_size, student_logits.shape[:-1].numel())
+    shape = (rows, student_logits.shape[-1])
+    return [student_logits.new_empty(shape, dtype=torch.float32) for _ in range(kernel.num_buffers)]

@@ -43,6 +43,12 @@ def tempered_log_probs(student_logits: Tensor, teacher_logits: Tensor, temperatu
     return student_log_probs, teacher_log_probs
 
 
+def log1mexp(x: Tensor) -> Tensor:
+    """log(1 - exp(x)), accurate for x near 0 and for x very negative; -inf for x >= 0 (Mächler, 2012)."""
+    x = x.clamp_max(0.0)
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
 def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
     r"""KL(p_t || p_s) per position, the divergence of Hinton et al.
 

@@ -12,6 +12,7 @@ References:
 import torch.nn.functional as F
 from torch import Tensor
 
+from .chunked_ce import chunked_cross_entropy
 from .divergences import get_divergence
 from .reduction import IGNORE_INDEX, Reduction, check_logit_shapes, reduce_loss
 
@@ -53,6 +54,7 @@ def hard_label_loss(
     reduction: Reduction = "mean",
     ignore_index: int = IGNORE_INDEX,
     label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
 ) -> Tensor:
     r"""Loss of the student on hard labels, ignoring `ignore_index`: cross-entropy, or squared error for regression.
 
@@ -71,6 +73,10 @@ def hard_label_loss(
         reduction: `"mean"` over counted positions (what `nn.CrossEntropyLoss` and transformers' losses return),
             `"sum"`, or `"none"` for `(...)`.
         label_smoothing: ε in [0, 1).
+        chunk_size: with integer labels, compute the cross-entropy `chunk_size` positions at a time by
+            :func:`hf_distill.losses.chunked_ce.chunked_cross_entropy`: the same values and gradients, without the
+            log-probabilities `F.cross_entropy` keeps (one float32 tensor of the logits' size), and faster on a CPU.
+            `None`: all positions at once.
     """
     if student_logits.shape[:-1] != labels.shape:
         raise ValueError(
@@ -85,6 +91,9 @@ def hard_label_loss(
                 f"{student_logits.shape[-1]}. Give class ids as integers."
             )
         per_position = (student_logits.float().squeeze(-1) - labels.float()).pow(2)
+        return reduce_loss(per_position, mask, reduction)
+    if chunk_size is not None:
+        per_position = chunked_cross_entropy(student_logits, labels, ignore_index, label_smoothing, chunk_size)
         return reduce_loss(per_position, mask, reduction)
     per_position = F.cross_entropy(
         student_logits.float().reshape(-1, student_logits.shape[-1]),

@@ -29,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .chunked import chunked_per_position_loss
-from .divergences import get_divergence
+from .chunked import checked_chunk_size, chunked_per_position_loss
+from .chunked_kl import TopKBucketKLKernel
+from .chunks import HandDerivedChunks
+from .divergences import get_divergence, log1mexp
 from .reduction import Reduction, reduce_loss
 
 Tail = Literal["renormalize", "bucket"]
@@ -55,12 +57,6 @@ def teacher_topk(teacher_logits: Tensor, k: int, dtype: torch.dtype | None = Non
     return (values if dtype is None else values.to(dtype)), indices
 
 
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)), accurate for x near 0 and for x very negative; -inf for x >= 0 (Mächler, 2012)."""
-    x = x.clamp_max(0.0)
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def _bucket_teacher(student_logits: Tensor, values: Tensor, indices: Tensor) -> Tensor:
     r"""The teacher's log-probabilities `(..., V)` at T = 1, completed outside its top-k K by the student's tail shape.
 
@@ -75,7 +71,7 @@ def _bucket_teacher(student_logits: Tensor, values: Tensor, indices: Tensor) -> 
     if indices.shape[-1] == student_logits.shape[-1]:
         return torch.empty_like(student_log_probs).scatter_(-1, indices, values)
     student_rest = student_log_probs.scatter(-1, indices, -math.inf).logsumexp(-1, keepdim=True)  # log m_s, (..., 1)
-    teacher_rest = _log1mexp(values.logsumexp(-1, keepdim=True))  # log m_t, (..., 1)
+    teacher_rest = log1mexp(values.logsumexp(-1, keepdim=True))  # log m_t, (..., 1)
     # Where the student has no mass (-inf), neither has the completed teacher, even if log m_t - log m_s is +inf.
     tail = torch.where(torch.isneginf(student_log_probs), -math.inf, student_log_probs + (teacher_rest - student_rest))
     return tail.scatter_(-1, indices, values)
@@ -157,7 +153,12 @@ def chunked_topk_soft_target_loss(
         student_logits, teacher_topk_values, teacher_topk_indices, temperature, tail, divergence, jsd_beta
     )
     teachers = [teacher_topk_values, teacher_topk_indices]
-    return chunked_per_position_loss(per_position_fn, student_logits, teachers, mask, reduction, chunk_size)
+    if tail != "bucket" or divergence != "forward_kl":
+        return chunked_per_position_loss(per_position_fn, student_logits, teachers, mask, reduction, chunk_size)
+    chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
+    kernel = TopKBucketKLKernel(temperature, per_position_fn)
+    values = HandDerivedChunks.apply(student_logits, kernel, chunk_size, mask, *(t.detach() for t in teachers))
+    return reduce_loss(values, mask, reduction)
 
 
 def _topk_per_position_fn(

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss, standardize_logits
+from ..losses.chunks import default_chunk_size
 from .base import DistillationBatch, TermLoss
 from .topk import TopKTeacherOutputs, topk_soft_term_loss
 
@@ -81,10 +82,16 @@ class SoftTargetTerm:
 @dataclass
 class HardLabelTerm:
     """The student's loss on the labels per position (cross-entropy with optional label smoothing, or squared error
-    for regression); see :func:`hf_distill.losses.hard_label_loss`."""
+    for regression); see :func:`hf_distill.losses.hard_label_loss`.
+
+    Token-level logits `(B, L, V)` may go through :func:`hf_distill.losses.chunked_ce.chunked_cross_entropy`, as the
+    soft term goes through its chunked loss (:func:`use_chunked_loss`): the same values and gradients, less memory and
+    time.
+    """
 
     weight: float
     label_smoothing: float = 0.0
+    chunk_size: int | None = None
     name: str = "hard"
     needs_teacher: bool = field(default=False, init=False)
     needs_labels: bool = field(default=True, init=False)
@@ -94,7 +101,10 @@ class HardLabelTerm:
             raise ValueError(
                 "The batch has no `labels`, but the hard loss has a non-zero weight: give labels, or set alpha=1.0."
             )
+        logits, chunk_size = batch.student_logits, None
+        if use_chunked_loss(logits, self.chunk_size):
+            chunk_size = self.chunk_size or default_chunk_size(logits)
         per_position = hard_label_loss(
-            batch.student_logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing
+            logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing, chunk_size=chunk_size
         )
         return TermLoss(per_position, batch.mask, "labels")

@@ -1,0 +1,85 @@
+r"""The cross-entropy on hard labels over chunks of positions, its gradient derived by hand, for large vocabularies.
+
+Shapes: logits are `(..., V)`, labels `(...)`; values are `(...)`.
+
+Per position, with :math:`b = z - \max z`, :math:`Z = \sum_c e^{b_c}` and label smoothing ε (Szegedy et al., 2016,
+as `F.cross_entropy(label_smoothing=ε)` computes it):
+
+.. math:: \ell = \log Z - (1 - \varepsilon) \, b_y - \frac{\varepsilon}{V} \sum_c b_c, \qquad
+    \frac{\partial \ell}{\partial z} = \mathrm{softmax}(z) - (1 - \varepsilon) \, \mathrm{onehot}(y)
+    - \frac{\varepsilon}{V}
+
+`F.cross_entropy` keeps the log-probabilities, one float32 tensor of the logits' size, for its backward pass, and
+allocates several more on the way; on a CPU, where a fresh tensor of 8 MiB costs more to fault in than to compute,
+that is most of its time. Here the forward pass takes one exponential per element into a reused `chunk x V` buffer
+and keeps two numbers per position (:math:`\max z`, :math:`\log Z`), from which the backward pass rebuilds the softmax
+with one more exponential, in place in the gradient. Values and gradients equal `F.cross_entropy`'s up to float32
+rounding (`tests/test_losses_chunked.py`).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .chunks import HandDerivedChunks
+
+
+def chunked_cross_entropy(
+    student_logits: Tensor, labels: Tensor, ignore_index: int, label_smoothing: float, chunk_size: int
+) -> Tensor:
+    """Cross-entropy per position `(...)` in float32, computed `chunk_size` positions at a time; its values where
+    `labels == ignore_index` are meaningless and get no gradient once masked (as :func:`hard_label_loss` does with
+    :func:`~hf_distill.losses.reduce_loss`). See :func:`hf_distill.losses.hard_label_loss`, whose values and
+    gradients it equals."""
+    num_classes = student_logits.shape[-1]
+    counted = labels != ignore_index
+    out_of_range = counted & ((labels < 0) | (labels >= num_classes))
+    if out_of_range.any():
+        raise ValueError(
+            f"labels must be class ids in [0, {num_classes - 1}] or {ignore_index} (ignored); got "
+            f"{labels[out_of_range][0].item()}."
+        )
+    safe_labels = labels.masked_fill(~counted, 0).unsqueeze(-1)
+    kernel = CrossEntropyKernel(label_smoothing)
+    return HandDerivedChunks.apply(student_logits, kernel, chunk_size, counted, safe_labels)
+
+
+@dataclass(frozen=True)
+class CrossEntropyKernel:
+    """The cross-entropy with label smoothing and its gradient, as a :class:`~hf_distill.losses.chunks.ChunkKernel`;
+    the teacher tensor is the labels `(n, 1)`."""
+
+    label_smoothing: float
+    num_buffers: int = 1
+    num_statistics: int = 2
+
+    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor]:
+        (labels,) = teachers
+        maximum = student.amax(-1, keepdim=True).float()
+        label_logit = student.gather(-1, labels).float()
+        shifted = torch.sub(student, maximum, out=buffers[0][: student.shape[0]])
+        smoothed = shifted.mean(-1) if self.label_smoothing else None  # before the exponential overwrites it
+        log_z = shifted.exp_().sum(-1).log_()
+        values = log_z - (1.0 - self.label_smoothing) * (label_logit - maximum).squeeze(-1)
+        if smoothed is not None:
+            values -= self.label_smoothing * smoothed
+        return values, torch.stack([maximum.squeeze(-1), log_z])
+
+    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+        (labels,), smoothing = teachers, self.label_smoothing
+        probs = out if out.dtype == torch.float32 else buffers[0][: student.shape[0]]
+        torch.sub(student, statistics[0].unsqueeze(-1), out=probs)
+        probs.sub_(statistics[1].unsqueeze(-1)).exp_()  # softmax(z)
+        if smoothing:
+            probs.sub_(smoothing / student.shape[-1])
+        probs.scatter_add_(-1, labels, probs.new_full(labels.shape, -(1.0 - smoothing)))
+        probs.mul_(weights.unsqueeze(-1))
+        if probs is not out:
+            out.copy_(probs)
+
+    def reference(self, student: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(
+            student.float(), labels.squeeze(-1), reduction="none", label_smoothing=self.label_smoothing
+        )
