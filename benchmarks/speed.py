@@ -222,7 +222,7 @@ def vision_setting(args) -> None:
     crop_flip = CropFlip(size=32, padding=4)
     images = decoded_tensors(raw)
 
-    def build_cache(teacher: nn.Module, top_k: int | None) -> Dataset:  # one recorded crop and flip per image
+    def build_cache(teacher: nn.Module, top_k: int | None, images: Dataset) -> Dataset:  # one crop and flip per image
         return cache_augmented_teacher_outputs(teacher, images, crop_flip, draws=1, top_k=top_k, batch_size=size)
 
     def logits(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -237,12 +237,12 @@ def vision_setting(args) -> None:
         teacher=teacher,
         dataset=datasets["decoded once (recipes)"],
         build_cache=build_cache,
+        cache_source=images,
         cache_collator=ReplayAugmentationCollator(crop_flip),
         wrap_plain=PixelClassifier,
         hand=(logits, lambda batch: batch["labels"], lambda m, b: F.cross_entropy(logits(m, b), b["labels"])),
         batch_size=size,
         top_k=4,
-        examples=len(images),
     )
     measure_paths(setting, args)
     teacher_variants(teacher, first_batch(trainers[next(iter(trainers))])["pixel_values"], args, cnn=True)
@@ -299,13 +299,13 @@ def text_setting(args) -> None:
         make_student=lambda: make(student_layers),
         teacher=teacher,
         dataset=dataset,
-        build_cache=lambda teacher, top_k: cache_teacher_outputs(teacher, dataset, top_k=top_k, batch_size=32),
+        build_cache=lambda teacher, top_k, rows: cache_teacher_outputs(teacher, rows, top_k=top_k, batch_size=32),
+        cache_source=dataset,
         cache_collator=None,
         wrap_plain=lambda model: model,
         hand=(logits, lambda batch: batch["labels"], lambda model, batch: model(**batch).loss),
         batch_size=32,
         top_k=1,
-        examples=len(dataset),
     )
     measure_paths(setting, args)
     batch = first_batch(trainers[next(iter(trainers))])
@@ -342,13 +342,13 @@ def causal_lm_setting(args) -> None:
         make_student=lambda: make(2),
         teacher=make(4, seed=1),
         dataset=dataset,
-        build_cache=lambda teacher, top_k: cache_teacher_outputs(teacher, dataset, top_k=top_k, batch_size=batch),
+        build_cache=lambda teacher, top_k, rows: cache_teacher_outputs(teacher, rows, top_k=top_k, batch_size=batch),
+        cache_source=dataset,
         cache_collator=None,
         wrap_plain=lambda model: model,
         hand=(logits, lambda b: b["labels"][:, 1:].reshape(-1), lambda model, b: model(**b).loss),
         batch_size=batch,
         top_k=32,
-        examples=len(dataset),
     )
     measure_paths(setting, args, logits_numel=batch * length * vocab_size)
 

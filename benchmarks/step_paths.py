@@ -155,6 +155,9 @@ class HandLoop:
 
 # ---- One setting ----
 
+BUILD = "cache build, full logits"
+EXP = "torch.exp over one float32 logits tensor"
+
 
 @dataclass
 class Setting:
@@ -164,23 +167,25 @@ class Setting:
         make_student: a fresh student (same initial weights each call).
         teacher: the teacher, frozen.
         dataset: the training data of the plain and online paths, as the recipes give it.
-        build_cache: `build_cache(teacher, top_k)` → the cache dataset (`top_k=None`: full logits).
+        build_cache: `build_cache(teacher, top_k, rows)` → the cache of the dataset `rows` (`top_k=None`: full
+            logits).
+        cache_source: the dataset the caches are built from.
         cache_collator: the data collator of the cache paths (`None`: the trainer's default).
         wrap_plain: the student as `transformers.Trainer` calls it (keywords in, a loss out).
         hand: `(logits, labels, plain_loss)` of :class:`HandLoop`.
-        batch_size, top_k, examples: per step, of the top-k cache, of the dataset the caches are built from.
+        batch_size, top_k: per step, of the top-k cache.
     """
 
     make_student: Callable[[], nn.Module]
     teacher: nn.Module
     dataset: datasets.Dataset
-    build_cache: Callable[[nn.Module, int | None], datasets.Dataset]
+    build_cache: Callable[[nn.Module, int | None, datasets.Dataset], datasets.Dataset]
+    cache_source: datasets.Dataset
     cache_collator: Any
     wrap_plain: Callable[[nn.Module], nn.Module]
     hand: tuple[Callable, Callable, Callable]
     batch_size: int
     top_k: int
-    examples: int
 
 
 def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> None:
@@ -192,7 +197,7 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
     builds, caches = {}, {}
     for name, top_k in (("full", None), ("top-k", setting.top_k)):
         start = time.perf_counter()
-        caches[name] = setting.build_cache(setting.teacher, top_k)
+        caches[name] = setting.build_cache(setting.teacher, top_k, setting.cache_source)
         builds[name] = time.perf_counter() - start
     plain = make_trainer(setting.wrap_plain(setting.make_student()), setting.dataset, size, plain=True)
     online = make_trainer(setting.make_student(), setting.dataset, size, setting.teacher)
@@ -221,13 +226,23 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         f"top-{setting.top_k} cache, DistillationTrainer": lambda: train_step(topk, topk_batch),
         "teacher forward alone": teacher_forward,
     }
+    # Builds of one and of two batches, timed in the rounds like the steps: their difference is the cost of a batch,
+    # the rest the fixed cost of a build (the teacher's weights hashed, the record written).
+    builds_of = {}
+    for count in (1, 2):
+        rows = setting.cache_source.select(range(count * size))
+        builds_of[count] = timed(lambda rows=rows: setting.build_cache(setting.teacher, None, rows), 1)
     loaders = {"dataset": plain, "full cache": full, "top-k cache": topk}
     measures = {name: timed(step, args.steps) for name, step in steps.items()}
     measures.update({f"load {name}": loader_steps(trainer, args.steps) for name, trainer in loaders.items()})
+    measures.update({f"{BUILD} of {count} batch(es)": measure for count, measure in builds_of.items()})
+    if logits_numel:  # what one pass of exponentials over the logits costs: the loss over the vocabulary takes several
+        logits, exps = torch.randn(logits_numel), torch.empty(logits_numel)
+        measures[EXP] = timed(lambda: torch.exp(logits, out=exps), args.steps)
     for measure in measures.values():  # warm-up: optimizer states, allocator, caches of the first calls
         measure()
     peaks = {name: profiled_bytes(step)[0] for name, step in steps.items()}
-    load_of = {name: "load dataset" for name in steps if name != "teacher forward alone"}
+    load_of = {name: "load dataset" for name in steps if name != "teacher forward alone"}  # (the build: none)
     load_of["full cache, DistillationTrainer"] = "load full cache"
     load_of[f"top-{setting.top_k} cache, DistillationTrainer"] = "load top-k cache"
     rounds, names = [], list(measures)
@@ -246,19 +261,35 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         loads = median(load_of[name]) * 1e3 if name in load_of else 0.0
         row = f"    {name:<38}{median(name) * 1e3:9.1f}{loads:9.1f}{peaks[name] / 2**20:9.1f}"
         print(row + (f"{peaks[name] / (logits_numel * 4):15.3f}" if logits_numel else ""))
+    examples = len(setting.cache_source)
     for name, seconds in builds.items():
-        per_batch = seconds / setting.examples * size * 1e3
+        per_batch = seconds / examples * size * 1e3
         print(
-            f"    cache build, {name}: {seconds:.2f} s for {setting.examples} examples ({per_batch:.1f} ms per batch "
-            f"of {size}); {caches[name].data.nbytes / 2**20:.1f} MB in Arrow"
+            f"    cache build, {name}: {seconds:.2f} s for {examples} examples ({per_batch:.1f} ms per batch of "
+            f"{size}, first calls included); {caches[name].data.nbytes / 2**20:.1f} MB in Arrow"
         )
-    print_targets(rounds, builds, setting)
+    batches = len(setting.cache_source) / size
+    for times in rounds:
+        one, two = times[f"{BUILD} of 1 batch(es)"], times[f"{BUILD} of 2 batch(es)"]
+        times[BUILD], times[f"{BUILD}, fixed"] = two - one, 2 * one - two  # a batch, and the rest
+        times[f"{BUILD}, per batch of this dataset"] = times[BUILD] + times[f"{BUILD}, fixed"] / batches
+    ratio = statistics.median(times[BUILD] / times["teacher forward alone"] for times in rounds)
+    print(
+        f"    {BUILD}, in the rounds (builds of 1 and 2 batches): {median(BUILD) * 1e3:.1f} ms per batch "
+        f"({ratio:.3f} x the teacher forward alone), {median(f'{BUILD}, fixed') * 1e3:.1f} ms per build"
+    )
+    if logits_numel:
+        ratio = statistics.median(times[EXP] / times["plain, Trainer"] for times in rounds)
+        print(
+            f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (forward KL: 2 in the "
+            "forward pass, 2 in the backward; cross-entropy: 1 and 1; top-k bucket KL: 2 and 1)"
+        )
+    print_targets(rounds, setting)
 
 
-def print_targets(rounds: list[dict[str, float]], builds: dict[str, float], setting: Setting) -> None:
+def print_targets(rounds: list[dict[str, float]], setting: Setting) -> None:
     """The targets, each the median over the rounds of a ratio taken within one round; every training path's step
-    with its data loading."""
-    build_per_step = {name: seconds / setting.examples * setting.batch_size for name, seconds in builds.items()}
+    with its data loading; the build, per batch, a batch and a share of the fixed cost of building this dataset."""
     plain, online = "plain, Trainer + loading", "online, DistillationTrainer + loading"
     full, topk = (
         "full cache, DistillationTrainer + loading",
@@ -284,7 +315,7 @@ def print_targets(rounds: list[dict[str, float]], builds: dict[str, float], sett
         checks.append(
             (
                 f"{e} epoch(s) from the full cache with its build / (plain + teacher forward / {e})",
-                lambda t, e=e: (t[full] + build_per_step["full"] / e) / (t[plain] + t[teacher] / e),
+                lambda t, e=e: (t[full] + t[f"{BUILD}, per batch of this dataset"] / e) / (t[plain] + t[teacher] / e),
                 1.0,
             )
         )

@@ -96,11 +96,13 @@ def cache_augmented_teacher_outputs(
     if image_column not in dataset.column_names:
         raise ValueError(f"The dataset has no image column {image_column!r}; it has {dataset.column_names}.")
     generator = torch.Generator().manual_seed(seed)
-    shapes = dataset.select_columns([image_column]).with_format("torch")
     params = []
-    for index in range(len(dataset)):
-        height, width = shapes[index][image_column].shape[-2:]
-        params += [augmentation.sample(generator, height, width) for _ in range(draws)]
+    # Images read in batches of NumPy arrays (a stacked array for fixed-size images): row by row, in torch format,
+    # reading them took about 1 ms per 32x32 image.
+    for batch in dataset.select_columns([image_column]).with_format("numpy").iter(batch_size=1024):
+        for image in batch[image_column]:
+            height, width = image.shape[-2:]
+            params += [augmentation.sample(generator, height, width) for _ in range(draws)]
     repeated = dataset.select([index for index in range(len(dataset)) for _ in range(draws)])
     repeated = repeated.add_column(AUGMENTATION_PARAMS_KEY, params)
     collator = ReplayAugmentationCollator(augmentation, image_column, cache_kwargs.pop("data_collator", None))
