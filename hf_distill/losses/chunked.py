@@ -6,8 +6,9 @@ Shapes: logits are `(..., V)`, e.g. `(B, L, V)` for token-level distillation; th
 Memory: beyond its inputs and the student's gradient, :func:`soft_target_loss` keeps two float32 copies of the logits
 for its backward pass (the log-probabilities) and peaks at four (eleven for JSD). Here each chunk of `chunk_size`
 positions is differentiated on its own and its gradient written into the student's gradient, so that beyond that
-gradient only a few float32 tensors of `chunk_size x V` are alive at once: 6 for the KL divergences and MSE, 13 for
-JSD, i.e. 0.19 and 0.41 of one float32 logits tensor with the default chunk size (`benchmarks/loss_memory.py`).
+gradient only a few float32 tensors of `chunk_size x V` are alive at once: 6 for the reverse KL and MSE, 13 for
+JSD, i.e. 0.19 and 0.41 of one float32 logits tensor with the default chunk size (`benchmarks/loss_memory.py`). The
+forward KL, whose gradient :mod:`hf_distill.losses.chunked_kl` derives by hand, needs 3 (0.06 of a logits tensor).
 """
 
 import torch
@@ -40,7 +41,7 @@ def chunked_soft_target_loss(
     student's gradient, which the backward pass only scales: the pair does the work of :func:`soft_target_loss`. With
     `"none"`, whose weights are only known in the backward pass, the backward pass recomputes each chunk, which costs
     one more forward pass. `"forward_kl"`, the default, computes its gradient by hand instead, for every
-    reduction (:mod:`hf_distill.losses.chunked_kl`: 2 to 3 times faster).
+    reduction (:mod:`hf_distill.losses.chunked_kl`, faster).
 
     Args:
         student_logits: `(..., V)` student logits; may be a non-contiguous view such as the shifted `logits[:, :-1]`
