@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .chunks import HandDerivedChunks
+from .chunks import HandDerivedChunks, shifted_into, softmax_into
 
 
 def chunked_cross_entropy(
@@ -57,27 +57,23 @@ class CrossEntropyKernel:
 
     def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor]:
         (labels,) = teachers
-        maximum = student.amax(-1, keepdim=True).float()
-        label_logit = student.gather(-1, labels).float()
-        shifted = torch.sub(student, maximum, out=buffers[0][: student.shape[0]])
+        maximum = student.amax(-1).float()
+        label_logit = student.gather(-1, labels).float().squeeze(-1)
+        shifted = shifted_into(student, maximum, 1.0, buffers[0][: student.shape[0]])
         smoothed = shifted.mean(-1) if self.label_smoothing else None  # before the exponential overwrites it
         log_z = shifted.exp_().sum(-1).log_()
-        values = log_z - (1.0 - self.label_smoothing) * (label_logit - maximum).squeeze(-1)
+        values = log_z - (1.0 - self.label_smoothing) * (label_logit - maximum)
         if smoothed is not None:
             values -= self.label_smoothing * smoothed
-        return values, torch.stack([maximum.squeeze(-1), log_z])
+        return values, torch.stack([maximum, log_z])
 
     def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
         (labels,), smoothing = teachers, self.label_smoothing
-        probs = out if out.dtype == torch.float32 else buffers[0][: student.shape[0]]
-        torch.sub(student, statistics[0].unsqueeze(-1), out=probs)
-        probs.sub_(statistics[1].unsqueeze(-1)).exp_()  # softmax(z)
+        probs = softmax_into(student, statistics[0], statistics[1], 1.0, out)
         if smoothing:
             probs.sub_(smoothing / student.shape[-1])
         probs.scatter_add_(-1, labels, probs.new_full(labels.shape, -(1.0 - smoothing)))
         probs.mul_(weights.unsqueeze(-1))
-        if probs is not out:
-            out.copy_(probs)
 
     def reference(self, student: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(

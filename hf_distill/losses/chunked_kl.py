@@ -26,17 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunks import PerPositionFn
+from .chunks import PerPositionFn, shifted_into, softmax_into
 from .divergences import log1mexp
-
-
-def _tempered_probs(logits: Tensor, maximum: Tensor, log_z: Tensor, temperature: float, out: Tensor) -> Tensor:
-    """Write :math:`\\mathrm{softmax}(z / T)` `(n, V)` into `out`, from the `max z` and `log Z` `(n,)` of
-    :func:`forward_kl_chunk`."""
-    torch.sub(logits, maximum.unsqueeze(-1), out=out)
-    if temperature != 1.0:
-        out.div_(temperature)
-    return out.sub_(log_z.unsqueeze(-1)).exp_()
 
 
 def forward_kl_chunk(
@@ -53,11 +44,8 @@ def forward_kl_chunk(
     """
     shifted_student, shifted_teacher, difference = (buffer[: student.shape[0]] for buffer in buffers)
     student_max, teacher_max = student.amax(-1).float(), teacher.amax(-1).float()
-    torch.sub(student, student_max.unsqueeze(-1), out=shifted_student)
-    torch.sub(teacher, teacher_max.unsqueeze(-1), out=shifted_teacher)
-    if temperature != 1.0:
-        shifted_student.div_(temperature)
-        shifted_teacher.div_(temperature)
+    shifted_into(student, student_max, temperature, shifted_student)
+    shifted_into(teacher, teacher_max, temperature, shifted_teacher)
     # a - b before exponentiating: the max-shifted logits keep it free of any constant offset of the logits.
     torch.sub(shifted_teacher, shifted_student, out=difference)
     student_z, teacher_z = shifted_student.exp_().sum(-1), shifted_teacher.exp_().sum(-1)
@@ -77,23 +65,19 @@ def forward_kl_chunk_gradient(
     buffers: list[Tensor],
 ) -> None:
     r"""Write :math:`w \, T \, (p_s^T - p_t^T)` `(n, V)`, the gradient of `sum(weights * values)` w.r.t. the
-    student's logits, into `out` (any float dtype).
+    student's logits, into `out`.
 
     Args:
         student, teacher: the `(n, V)` logits given to :func:`forward_kl_chunk`, and `statistics` `(4, n)` it returned.
         weights: `(n,)`.
         temperature: T > 0.
-        out: `(n, V)`, the chunk of the student's gradient.
-        buffers: two float32 tensors of at least `(n, V)`, overwritten.
+        out: `(n, V)` float32, the chunk of the student's gradient.
+        buffers: a float32 tensor of at least `(n, V)` first, overwritten.
     """
     student_max, student_log_z, teacher_max, teacher_log_z = statistics
-    n = student.shape[0]
-    student_probs = out if out.dtype == torch.float32 else buffers[1][:n]
-    _tempered_probs(student, student_max, student_log_z, temperature, student_probs)
-    teacher_probs = _tempered_probs(teacher, teacher_max, teacher_log_z, temperature, buffers[0][:n])
+    teacher_probs = softmax_into(teacher, teacher_max, teacher_log_z, temperature, buffers[0][: student.shape[0]])
+    student_probs = softmax_into(student, student_max, student_log_z, temperature, out)
     student_probs.sub_(teacher_probs).mul_((weights * temperature).unsqueeze(-1))
-    if student_probs is not out:
-        out.copy_(student_probs)
 
 
 @dataclass(frozen=True)
@@ -154,19 +138,15 @@ class TopKBucketKLKernel:
         log_inside, log_outside = _split_log_sums(student, maximum, indices, 1.0, exps)  # at T = 1
         log_z = torch.logaddexp(log_inside, log_outside)
         student_tail, teacher_tail = log_outside - log_z, log1mexp(values.logsumexp(-1))  # log m_s, log m_t
-        if not (torch.isfinite(maximum).all() and torch.isfinite(student_tail).all()):
-            return None
-        if not torch.isfinite(teacher_tail).all():
+        if not torch.isfinite(torch.stack([maximum, student_tail, teacher_tail])).all():
             return None
         if temperature != 1.0:
             log_inside, log_outside = _split_log_sums(student, maximum, indices, temperature, exps)
         # Work with the student's log-probabilities y = z - lse(z) at T = 1, whose outside-K gap to the completed
         # teacher is c: no sum below mixes terms of the logits' size that cancel.
         tempered_log_z = torch.logaddexp(log_inside, log_outside)  # lse((z - max z) / T)
-        shift, tail_gap = (
-            log_z / temperature,
-            (teacher_tail - student_tail) / temperature,
-        )  # (lse(z) - max z) / T, c / T
+        shift = log_z / temperature  # (lse(z) - max z) / T
+        tail_gap = (teacher_tail - student_tail) / temperature  # c / T
         log_tail = log_outside - shift + tail_gap  # lse of u_hat / T outside K
         teacher_log_z = torch.logaddexp((values / temperature).logsumexp(-1), log_tail)  # lse(u_hat / T)
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))  # p_hat on K
@@ -180,15 +160,12 @@ class TopKBucketKLKernel:
         values, indices = teachers[0].float(), teachers[1].long()
         maximum, tempered_log_z, teacher_log_z, log_ratio = statistics
         temperature, scale = self.temperature, (weights * self.temperature).unsqueeze(-1)
-        probs = out if out.dtype == torch.float32 else buffers[0][: student.shape[0]]
-        _tempered_probs(student, maximum, tempered_log_z, temperature, probs)  # q
+        probs = softmax_into(student, maximum, tempered_log_z, temperature, out)  # q
         probs.mul_(scale * -torch.expm1(log_ratio).unsqueeze(-1))  # T w q (1 - r) outside K
         student_inside = student.gather(-1, indices).float() - maximum.unsqueeze(-1)
         student_inside = torch.exp(student_inside / temperature - tempered_log_z.unsqueeze(-1))
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))
         probs.scatter_(-1, indices, scale * (student_inside - teacher_inside))  # T w (q - p_hat) on K
-        if probs is not out:
-            out.copy_(probs)
 
 
 def _split_log_sums(
@@ -196,10 +173,7 @@ def _split_log_sums(
 ) -> tuple[Tensor, Tensor]:
     """The logsumexp of `(z - max z) / T` over the classes in `indices` `(n, k)` and over the others, each `(n,)`;
     `exps` `(n, V)` float32 is overwritten."""
-    torch.sub(logits, maximum.unsqueeze(-1), out=exps)
-    if temperature != 1.0:
-        exps.div_(temperature)
-    exps.exp_()
+    shifted_into(logits, maximum, temperature, exps).exp_()
     inside = exps.gather(-1, indices).sum(-1)
     outside = exps.scatter_(-1, indices, 0.0).sum(-1)
     return inside.log(), outside.log()

@@ -55,6 +55,18 @@ def differentiate_chunk(
     return values.detach(), gradient
 
 
+def shifted_into(logits: Tensor, maximum: Tensor, temperature: float, out: Tensor) -> Tensor:
+    """Write :math:`(z - \\max z) / T` `(n, V)` into `out` (float32) and return it; `maximum` is `(n,)`."""
+    torch.sub(logits, maximum.unsqueeze(-1), out=out)
+    return out if temperature == 1.0 else out.div_(temperature)
+
+
+def softmax_into(logits: Tensor, maximum: Tensor, log_z: Tensor, temperature: float, out: Tensor) -> Tensor:
+    """Write :math:`\\mathrm{softmax}(z / T)` `(n, V)` into `out` (float32) and return it, from `max z` and
+    :math:`\\log Z = \\log \\sum e^{(z - \\max z) / T}`, both `(n,)`, as a kernel's forward pass kept them."""
+    return shifted_into(logits, maximum, temperature, out).sub_(log_z.unsqueeze(-1)).exp_()
+
+
 class ChunkKernel(Protocol):
     """A loss per position on chunks `(n, V)` of student logits, with its gradient derived by hand.
 
@@ -79,7 +91,7 @@ class ChunkKernel(Protocol):
         out: Tensor,
         buffers: list[Tensor],
     ) -> None:
-        """Write the gradient `(n, V)` of `sum(weights * values)` w.r.t. `student` into `out` (the student's dtype)."""
+        """Write the gradient `(n, V)` of `sum(weights * values)` w.r.t. `student` into `out` (float32)."""
 
     def reference(self, student: Tensor, *teachers: Tensor) -> Tensor:
         """The values `(n,)`, differentiable in `student`."""
@@ -90,7 +102,8 @@ class HandDerivedChunks(torch.autograd.Function):
     tensor `(..., W)`, `chunk_size` positions at a time; the backward pass hands each chunk to `kernel.gradient`.
 
     Chunks lying wholly outside `mask` are skipped (values and gradient 0). Beyond the student's gradient, the
-    memory is the kernel's buffers and statistics.
+    memory is the kernel's buffers and statistics (and one more buffer, in which the kernels write the gradient of a
+    student in half precision before it is cast).
     """
 
     @staticmethod
@@ -101,7 +114,7 @@ class HandDerivedChunks(torch.autograd.Function):
         values = torch.zeros(positions, dtype=torch.float32, device=student_logits.device)
         statistics = torch.zeros(kernel.num_statistics, positions, dtype=torch.float32, device=student_logits.device)
         counted = None if mask is None else mask.reshape(-1).bool().cpu()
-        buffers = _buffers(student_logits, kernel, chunk_size)
+        buffers = _buffers(student_logits, kernel.num_buffers, chunk_size)
         by_reference = set()  # (start, stop) of the chunks the kernel declined
         for start, stop, (student, *teacher) in aligned_chunks([student_logits, *teachers], chunk_size):
             if counted is not None and not counted[start:stop].any():
@@ -126,7 +139,8 @@ class HandDerivedChunks(torch.autograd.Function):
         kernel, chunk_size = ctx.kernel, ctx.chunk_size
         gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format)
         weights = grad_values.reshape(-1).float()
-        buffers = _buffers(student_logits, kernel, chunk_size)
+        buffers = _buffers(student_logits, kernel.num_buffers, chunk_size)
+        staging = None if gradient.dtype == torch.float32 else _buffers(student_logits, 1, chunk_size)[0]
         for start, stop, (student, chunk_gradient, *teacher) in aligned_chunks(
             [student_logits, gradient, *teachers], chunk_size
         ):
@@ -135,12 +149,15 @@ class HandDerivedChunks(torch.autograd.Function):
             elif (start, stop) in ctx.by_reference:
                 chunk_gradient.copy_(differentiate_chunk(kernel.reference, student, teacher, weights[start:stop])[1])
             else:
-                chunk_statistics = statistics[:, start:stop]
-                kernel.gradient(student, teacher, chunk_statistics, weights[start:stop], chunk_gradient, buffers)
+                out = chunk_gradient if staging is None else staging[: stop - start]
+                kernel.gradient(student, teacher, statistics[:, start:stop], weights[start:stop], out, buffers)
+                if out is not chunk_gradient:
+                    chunk_gradient.copy_(out)
         return gradient, *nones
 
 
-def _buffers(student_logits: Tensor, kernel: ChunkKernel, chunk_size: int) -> list[Tensor]:
+def _buffers(student_logits: Tensor, count: int, chunk_size: int) -> list[Tensor]:
+    """`count` float32 tensors `(chunk, V)`."""
     rows = min(chunk_size, student_logits.shape[:-1].numel())
     shape = (rows, student_logits.shape[-1])
-    return [student_logits.new_empty(shape, dtype=torch.float32) for _ in range(kernel.num_buffers)]
+    return [student_logits.new_empty(shape, dtype=torch.float32) for _ in range(count)]
