@@ -6,10 +6,11 @@ Run from the repository root:
     python benchmarks/loss_memory.py                                  # 2 x 512 and 2 x 1024 tokens, V = 32000
     python benchmarks/loss_memory.py --shapes 2x512 --divergence jsd --chunk_size 32
     python benchmarks/loss_memory.py --dtype bfloat16 --rounds 9
-    python benchmarks/loss_memory.py --path trainer --shapes 2x512     # the trainer's soft term, chunked or not
+    python benchmarks/loss_memory.py --path trainer --shapes 2x512     # the trainer's terms, chunked or not
 
 `--path trainer` measures the loss as `DistillationTrainer.compute_loss` forms it from the models' logits: a causal-LM
-batch aligned by `terms.combine.align_batch` (shift, label mask) and the `SoftTargetTerm` reduced by
+batch aligned by `terms.combine.align_batch` (shift, label mask) and the `SoftTargetTerm`, alone or with the
+`HardLabelTerm` (Hinton's two losses, which then go through one chunked function), reduced by
 `terms.combine.weighted_sum`, with `loss_chunk_size=0` (unchunked) and the default (chunked by size).
 
 Memory is measured in a fresh subprocess per loss and shape, so that nothing cached by an earlier case counts, and is
@@ -33,24 +34,33 @@ import time
 import torch
 
 from hf_distill.losses import chunked_soft_target_loss, soft_target_loss
-from hf_distill.terms import SoftTargetTerm
+from hf_distill.terms import HardLabelTerm, SoftTargetTerm
 from hf_distill.terms.combine import align_batch, weighted_sum
 
 
-def trainer_soft_loss(chunk_size: int | None):
-    """The trainer's soft loss on causal-LM logits `(B, L, V)` whose labels are all counted (`loss_chunk_size`)."""
+def trainer_loss(chunk_size: int | None, hard_weight: float = 0.0):
+    """The trainer's loss on causal-LM logits `(B, L, V)` whose labels are all counted (`loss_chunk_size`): the soft
+    term (weight 1), and the hard term with `hard_weight` (the two then go through one chunked function)."""
 
     def loss(student, teacher, temperature, divergence, **_):
         labels = torch.zeros(student.shape[:-1], dtype=torch.long, device=student.device)
         batch = align_batch({}, student, teacher, labels, shift_labels=True)
-        return weighted_sum([SoftTargetTerm(1.0, temperature, divergence, chunk_size=chunk_size)], batch)[0]
+        terms = [SoftTargetTerm(1.0, temperature, divergence, chunk_size=chunk_size)]
+        if hard_weight:
+            terms.append(HardLabelTerm(hard_weight, chunk_size=chunk_size))
+        return weighted_sum(terms, batch)[0]
 
     return loss
 
 
 PATHS = {
     "loss": {"soft_target_loss": soft_target_loss, "chunked_soft_target_loss": chunked_soft_target_loss},
-    "trainer": {"SoftTargetTerm chunk=0": trainer_soft_loss(0), "SoftTargetTerm chunk=auto": trainer_soft_loss(None)},
+    "trainer": {
+        "SoftTargetTerm chunk=0": trainer_loss(0),
+        "SoftTargetTerm chunk=auto": trainer_loss(None),
+        "Soft + HardLabelTerm chunk=0": trainer_loss(0, 1.0),
+        "Soft + HardLabelTerm chunk=auto": trainer_loss(None, 1.0),
+    },
 }
 
 
@@ -169,7 +179,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument(
-        "--path", default="loss", choices=list(PATHS), help="the loss functions, or the trainer's term"
+        "--path", default="loss", choices=list(PATHS), help="the loss functions, or the trainer's terms"
     )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args, argv = parser.parse_args(), sys.argv[1:]

@@ -15,6 +15,7 @@ from hf_distill.losses import (
     teacher_topk,
     topk_soft_target_loss,
 )
+from hf_distill.losses.chunked_joint import chunked_soft_and_hard_losses
 from hf_distill.losses.chunked_kl import ForwardKLKernel, TopKBucketKLKernel
 from hf_distill.losses.chunks import differentiate_chunk
 from hf_distill.losses.topk import _topk_per_position_fn
@@ -273,6 +274,98 @@ def test_chunked_cross_entropy_names_a_label_out_of_range():
         hard_label_loss(_logits(1, 3, 5), labels, chunk_size=2)
 
 
+# ---- Soft and hard losses together ----
+
+
+def _soft_and_hard(student, teacher, labels, weights, *args, view=lambda s: s, **kwargs):
+    """Both losses of `chunked_soft_and_hard_losses` on `view(student)` and the gradient w.r.t. `student` of their
+    sum weighted by `weights` `(2, ...)` where the labels count."""
+    student = student.detach().requires_grad_()
+    soft, hard = chunked_soft_and_hard_losses(view(student), teacher, labels, *args, **kwargs)
+    counted = labels != -100
+    (gradient,) = torch.autograd.grad(((weights[0] * soft + weights[1] * hard) * counted).sum(), student)
+    return soft, hard, gradient
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("offset", [0.0, 300.0])
+def test_soft_and_hard_together_equal_hintons_two_losses_in_float64(temperature, label_smoothing, offset):
+    # Against the definitions in float64: T^2 KL(p_t^T || p_s^T), the label-smoothed cross-entropy, and the gradient
+    # w_s T (p_s^T - p_t^T) + w_h (p_s - (1 - eps) onehot - eps / V), with weights per position and loss. Chunks of
+    # 4 over 2 x 9 positions: ignored labels scattered, and positions 4..7 wholly ignored (a skipped chunk).
+    student, teacher = _logits(2, 9, 40, seed=1) + offset, _logits(2, 9, 40, seed=2) - offset
+    labels = torch.randint(40, (2, 9), generator=torch.Generator().manual_seed(3))
+    labels[torch.rand(2, 9, generator=torch.Generator().manual_seed(4)) < 0.2] = -100
+    labels[0, 4:8] = -100
+    counted = labels != -100
+    weights = torch.rand(2, 2, 9, generator=torch.Generator().manual_seed(5))
+    soft, hard, gradient = _soft_and_hard(
+        student, teacher, labels, weights, temperature, label_smoothing, mask=counted, chunk_size=4
+    )
+    log_q, log_p = (F.log_softmax(z.double() / temperature, dim=-1) for z in (student, teacher))
+    log_q1 = F.log_softmax(student.double(), dim=-1)
+    expected_soft = (log_p.exp() * (log_p - log_q)).sum(-1) * temperature**2
+    safe_labels = labels.clamp_min(0).unsqueeze(-1)
+    expected_hard = -(1 - label_smoothing) * log_q1.gather(-1, safe_labels).squeeze(-1)
+    expected_hard -= label_smoothing * log_q1.mean(-1)
+    target = F.one_hot(safe_labels.squeeze(-1), 40).double() * (1 - label_smoothing) + label_smoothing / 40
+    w_soft, w_hard = (w.double().mul(counted).unsqueeze(-1) for w in weights)
+    expected_gradient = w_soft * temperature * (log_q.exp() - log_p.exp()) + w_hard * (log_q1.exp() - target)
+    torch.testing.assert_close(soft[counted].double(), expected_soft[counted], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hard[counted].double(), expected_hard[counted], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient.double(), expected_gradient, atol=1e-7, rtol=1e-5)
+    assert soft[0, 4:8].abs().sum() == 0 and gradient[0, 4:8].abs().sum() == 0  # the skipped chunk
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_soft_and_hard_together_equal_the_two_losses_apart(dtype):
+    # A causal LM's shifted logits[:, :-1] (a view, not copied), a teacher with -inf outside its support at one
+    # position (its chunk goes to autograd), half precision (the gradient is then not kept from the forward pass):
+    # the values and gradients of chunked_soft_target_loss and hard_label_loss, up to the student dtype's rounding.
+    student = _logits(3, 8, 12, seed=1, dtype=dtype)
+    teacher = _logits(3, 7, 12, seed=2)
+    teacher[0, 0, 5:] = -math.inf  # the first chunk goes to autograd, the others to the kernel
+    labels = torch.randint(12, (3, 7), generator=torch.Generator().manual_seed(3))
+    labels[1, 2:] = -100
+    weights = torch.rand(2, 3, 7, generator=torch.Generator().manual_seed(4))
+    counted = labels != -100
+
+    def apart(s):
+        soft = chunked_soft_target_loss(s[:, :-1], teacher, 2.0, mask=counted, reduction="none", chunk_size=4)
+        hard = hard_label_loss(s[:, :-1], labels, reduction="none", label_smoothing=0.1)
+        return soft, hard
+
+    soft, hard, gradient = _soft_and_hard(
+        student, teacher, labels, weights, 2.0, 0.1, mask=counted, chunk_size=4, view=lambda s: s[:, :-1]
+    )
+    s = student.detach().requires_grad_()
+    expected_soft, expected_hard = apart(s)
+    loss = ((weights[0] * expected_soft + weights[1] * expected_hard) * counted).sum()
+    (expected_gradient,) = torch.autograd.grad(loss, s)
+    assert gradient.dtype == dtype and gradient[:, -1].abs().sum() == 0
+    torch.testing.assert_close(soft[counted], expected_soft[counted])
+    torch.testing.assert_close(hard[counted], expected_hard[counted])
+    tolerance = {} if dtype == torch.float32 else {"atol": 2 * torch.finfo(dtype).eps, "rtol": 0.0}
+    torch.testing.assert_close(gradient, expected_gradient, **tolerance)
+
+
+def test_soft_and_hard_together_hand_out_their_kept_gradient_once():
+    student = _logits(2, 5, 9, seed=1).requires_grad_()
+    teacher, labels = _logits(2, 5, 9, seed=2), torch.randint(9, (2, 5), generator=torch.Generator().manual_seed(3))
+    soft, hard = chunked_soft_and_hard_losses(student, teacher, labels, chunk_size=3)
+    (soft.sum() + hard.sum()).backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="compute the loss again"):
+        (soft.sum() + hard.sum()).backward()
+    with torch.no_grad():  # evaluation: the same values, no gradient kept
+        values = chunked_soft_and_hard_losses(student, teacher, labels, chunk_size=3)
+    torch.testing.assert_close(torch.stack(values), torch.stack([soft, hard]).detach())
+    with pytest.raises(ValueError, match=r"class ids in \[0, 8\] or -100 \(ignored\); got 9"):
+        chunked_soft_and_hard_losses(student, teacher, labels.masked_fill(labels == labels[0, 0], 9))
+    with pytest.raises(ValueError, match="labels of shape"):
+        chunked_soft_and_hard_losses(student, teacher, labels[:, :4])
+
+
 def test_chunked_rejects_bad_arguments():
     student, teacher = _logits(2, 3, 4), _logits(2, 3, 4)
     with pytest.raises(ValueError, match="chunk_size"):
@@ -306,15 +399,17 @@ def test_chunked_adds_at_most_half_a_logits_tensor_beyond_the_gradient(divergenc
     assert full >= 4 * logits_bytes  # what the measurement sees of the unchunked loss
 
 
-def test_the_trainers_causal_lm_soft_loss_adds_at_most_half_a_logits_tensor_beyond_the_gradient():
-    """The trainer's path (causal shift, label mask, weighted sum): the shift moves the labels, not the logits, so
-    no logits-sized gradient of a sliced view is written on top of the loss's own chunks."""
-    from benchmarks.loss_memory import trainer_soft_loss
+@pytest.mark.parametrize("hard_weight", [0.0, 1.0])
+def test_the_trainers_causal_lm_loss_adds_at_most_half_a_logits_tensor_beyond_the_gradient(hard_weight):
+    """The trainer's path (causal shift, label mask, weighted sum), the soft term alone or with the hard term: the
+    shift moves the labels, not the logits, so no logits-sized gradient of a sliced view is written on top of the
+    loss's own chunks, and the two terms write one gradient, not one each."""
+    from benchmarks.loss_memory import trainer_loss
 
     student = _logits(4, 128, 2000, seed=1).requires_grad_()
     teacher = _logits(4, 128, 2000, seed=2)
     logits_bytes = student.numel() * 4
-    chunked = _peak_bytes(lambda: trainer_soft_loss(16)(student, teacher, 2.0, "forward_kl").backward())
+    chunked = _peak_bytes(lambda: trainer_loss(16, hard_weight)(student, teacher, 2.0, "forward_kl").backward())
     assert chunked <= 1.5 * logits_bytes  # the student's gradient plus at most half a logits tensor
 
 

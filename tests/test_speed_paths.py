@@ -34,13 +34,28 @@ def test_auto_chunking_takes_large_token_level_logits_only():
     assert use_chunked_loss(torch.empty(1, AUTO_CHUNK_MIN_ELEMENTS // 8, 8), None)
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "jsd"])
-def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(args_factory, divergence):
+@pytest.mark.parametrize(
+    ("divergence", "alpha", "label_smoothing"),
+    [
+        ("forward_kl", 1.0, 0.0),
+        ("jsd", 1.0, 0.0),
+        ("forward_kl", 0.5, 0.0),
+        ("forward_kl", 0.3, 0.1),
+        ("jsd", 0.5, 0.1),
+    ],
+)
+def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(args_factory, divergence, alpha, label_smoothing):
+    # With both terms and the forward KL, the soft and hard losses are computed together (share_soft_and_hard).
     batch = {key: torch.as_tensor(value) for key, value in _padded_lm_dataset()[:8].items()}
     gradients = []
     for chunk_size in (0, 3):
         teacher, student = _gpt2_pair()
-        args = args_factory(loss_chunk_size=chunk_size, distillation_loss=divergence, alpha=1.0)
+        args = args_factory(
+            loss_chunk_size=chunk_size,
+            distillation_loss=divergence,
+            alpha=alpha,
+            label_smoothing_factor=label_smoothing,
+        )
         trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
         assert trainer.loss_terms[0].chunk_size == chunk_size
         loss = trainer.compute_loss(student, dict(batch))

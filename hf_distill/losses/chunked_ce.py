@@ -33,6 +33,14 @@ def chunked_cross_entropy(
     `labels == ignore_index` are meaningless and get no gradient once masked (as :func:`hard_label_loss` does with
     :func:`~hf_distill.losses.reduce_loss`). See :func:`hf_distill.losses.hard_label_loss`, whose values and
     gradients it equals."""
+    counted, safe_labels = checked_class_labels(student_logits, labels, ignore_index)
+    kernel = CrossEntropyKernel(label_smoothing)
+    return HandDerivedChunks.apply(student_logits, kernel, chunk_size, counted, safe_labels)
+
+
+def checked_class_labels(student_logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """`(counted, safe_labels)`: where `labels` `(...)` counts, and the labels as `(..., 1)` with 0 where ignored;
+    a clear error for a counted label outside `[0, V)` of the `(..., V)` logits."""
     num_classes = student_logits.shape[-1]
     counted = labels != ignore_index
     out_of_range = counted & ((labels < 0) | (labels >= num_classes))
@@ -41,9 +49,22 @@ def chunked_cross_entropy(
             f"labels must be class ids in [0, {num_classes - 1}] or {ignore_index} (ignored); got "
             f"{labels[out_of_range][0].item()}."
         )
-    safe_labels = labels.masked_fill(~counted, 0).unsqueeze(-1)
-    kernel = CrossEntropyKernel(label_smoothing)
-    return HandDerivedChunks.apply(student_logits, kernel, chunk_size, counted, safe_labels)
+    return counted, labels.masked_fill(~counted, 0).unsqueeze(-1)
+
+
+def cross_entropy_values(
+    student: Tensor,
+    labels: Tensor,
+    maximum: Tensor,
+    log_z: Tensor,
+    label_smoothing: float,
+    shifted_mean: Tensor | None,
+) -> Tensor:
+    r"""The cross-entropy `(n,)` of the `(n, V)` logits from their `maximum`, `log_z` (:math:`\log \sum e^{z - \max
+    z}`) and `shifted_mean` (the mean of :math:`z - \max z`, read only with label smoothing); labels `(n, 1)`."""
+    label_logit = student.gather(-1, labels).float().squeeze(-1)
+    values = log_z - (1.0 - label_smoothing) * (label_logit - maximum)
+    return values - label_smoothing * shifted_mean if label_smoothing else values
 
 
 @dataclass(frozen=True)
@@ -54,20 +75,21 @@ class CrossEntropyKernel:
     label_smoothing: float
     num_buffers: int = 1
     num_statistics: int = 2
+    num_values: int = 1
+    gradient_in_forward: bool = False
 
-    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def values(
+        self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         (labels,) = teachers
         maximum = student.amax(-1).float()
-        label_logit = student.gather(-1, labels).float().squeeze(-1)
         shifted = shifted_into(student, maximum, 1.0, buffers[0][: student.shape[0]])
-        smoothed = shifted.mean(-1) if self.label_smoothing else None  # before the exponential overwrites it
+        shifted_mean = shifted.mean(-1) if self.label_smoothing else None  # before the exponential overwrites it
         log_z = shifted.exp_().sum(-1).log_()
-        values = log_z - (1.0 - self.label_smoothing) * (label_logit - maximum)
-        if smoothed is not None:
-            values -= self.label_smoothing * smoothed
+        values = cross_entropy_values(student, labels, maximum, log_z, self.label_smoothing, shifted_mean)
         return values, torch.stack([maximum, log_z])
 
-    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+    def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
         (labels,), smoothing = teachers, self.label_smoothing
         probs = softmax_into(student, statistics[0], statistics[1], 1.0, out)
         if smoothing:

@@ -90,14 +90,18 @@ class ForwardKLKernel:
     reference: PerPositionFn
     num_buffers: int = 3
     num_statistics: int = 4
+    num_values: int = 1
+    gradient_in_forward: bool = False
 
-    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+    def values(
+        self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | None:
         (teacher,) = teachers
         if torch.isneginf(teacher.amin(-1)).any():  # a row minimum: 3 times cheaper than isneginf(teacher)
             return None
         return forward_kl_chunk(student, teacher, self.temperature, buffers)
 
-    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+    def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
         forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
 
 
@@ -128,8 +132,12 @@ class TopKBucketKLKernel:
     reference: PerPositionFn
     num_buffers: int = 1
     num_statistics: int = 4
+    num_values: int = 1
+    gradient_in_forward: bool = False
 
-    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
+    def values(
+        self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | None:
         values, indices = teachers[0].float(), teachers[1].long()
         if indices.shape[-1] == student.shape[-1]:
             return None
@@ -156,7 +164,7 @@ class TopKBucketKLKernel:
         log_ratio = tempered_log_z - shift + tail_gap - teacher_log_z  # log r
         return kl * temperature**2, torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio])
 
-    def gradient(self, student, teachers, statistics, weights, out, buffers) -> None:
+    def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
         values, indices = teachers[0].float(), teachers[1].long()
         maximum, tempered_log_z, teacher_log_z, log_ratio = statistics
         temperature, scale = self.temperature, (weights * self.temperature).unsqueeze(-1)

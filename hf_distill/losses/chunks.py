@@ -74,13 +74,23 @@ class ChunkKernel(Protocol):
     what it needs; both work in `num_buffers` float32 tensors of `(chunk, V)` allocated once per pass. `values` may
     decline a chunk (return `None`), which `reference`, the same loss in differentiable operations, then computes
     with autograd.
+
+    A kernel may compute `num_values` losses per position at once (values `(num_values, n)`, weights likewise), and
+    may start its gradient in the forward pass (`gradient_in_forward`): `values` then gets the chunk of the student's
+    gradient as `partial` (float32, or `None` when no gradient is wanted) to write what it knows without the weights,
+    and `gradient` gets it back as `out` with `kept=True` to finish in place.
     """
 
     num_buffers: int
     num_statistics: int
+    num_values: int
+    gradient_in_forward: bool
 
-    def values(self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, Tensor] | None:
-        """`(values (n,), statistics (num_statistics, n))`, or `None` to leave the chunk to `reference`."""
+    def values(
+        self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
+    ) -> tuple[Tensor, Tensor] | None:
+        """`(values (n,) or (num_values, n), statistics (num_statistics, n))`, or `None` to leave the chunk to
+        `reference`."""
 
     def gradient(
         self,
@@ -90,44 +100,59 @@ class ChunkKernel(Protocol):
         weights: Tensor,
         out: Tensor,
         buffers: list[Tensor],
+        kept: bool = False,
     ) -> None:
-        """Write the gradient `(n, V)` of `sum(weights * values)` w.r.t. `student` into `out` (float32)."""
+        """Write the gradient `(n, V)` of `sum(weights * values)` w.r.t. `student` into `out` (float32); with
+        `kept`, `out` holds what `values` wrote into `partial`."""
 
     def reference(self, student: Tensor, *teachers: Tensor) -> Tensor:
-        """The values `(n,)`, differentiable in `student`."""
+        """The values `(n,)` or `(num_values, n)`, differentiable in `student`."""
 
 
 class HandDerivedChunks(torch.autograd.Function):
-    """A `kernel`'s values per position `(...)` on `(..., V)` student logits and the same positions of each teacher
-    tensor `(..., W)`, `chunk_size` positions at a time; the backward pass hands each chunk to `kernel.gradient`.
+    """A `kernel`'s values per position `(...)` (or `(num_values, ...)`) on `(..., V)` student logits and the same
+    positions of each teacher tensor `(..., W)`, `chunk_size` positions at a time; the backward pass hands each chunk
+    to `kernel.gradient`.
 
     Chunks lying wholly outside `mask` are skipped (values and gradient 0). Beyond the student's gradient, the
     memory is the kernel's buffers and statistics (and one more buffer, in which the kernels write the gradient of a
-    student in half precision before it is cast).
+    student in half precision before it is cast). A kernel with `gradient_in_forward` gets the student's gradient
+    in the forward pass when the student is float32 and requires grad; the backward pass finishes it and hands it
+    out, once (a second backward pass through a retained graph is refused).
     """
 
     @staticmethod
     def forward(
         ctx, student_logits: Tensor, kernel: ChunkKernel, chunk_size: int, mask: Tensor | None, *teachers: Tensor
     ) -> Tensor:
-        positions = student_logits.shape[:-1].numel()
-        values = torch.zeros(positions, dtype=torch.float32, device=student_logits.device)
-        statistics = torch.zeros(kernel.num_statistics, positions, dtype=torch.float32, device=student_logits.device)
+        positions, device = student_logits.shape[:-1].numel(), student_logits.device
+        num_values = kernel.num_values
+        values = torch.zeros(num_values, positions, dtype=torch.float32, device=device)
+        statistics = torch.zeros(kernel.num_statistics, positions, dtype=torch.float32, device=device)
         counted = None if mask is None else mask.reshape(-1).bool().cpu()
         buffers = _buffers(student_logits, kernel.num_buffers, chunk_size)
+        keeps = kernel.gradient_in_forward and student_logits.requires_grad
+        keeps = keeps and student_logits.dtype == torch.float32
+        gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format) if keeps else None
         by_reference = set()  # (start, stop) of the chunks the kernel declined
-        for start, stop, (student, *teacher) in aligned_chunks([student_logits, *teachers], chunk_size):
+        tensors = [student_logits, *teachers, *([gradient] if keeps else [])]
+        for start, stop, (student, *rest) in aligned_chunks(tensors, chunk_size):
+            teacher, partial = rest[: len(teachers)], rest[len(teachers)] if keeps else None
             if counted is not None and not counted[start:stop].any():
+                if partial is not None:
+                    partial.zero_()
                 continue
-            result = kernel.values(student, teacher, buffers)
+            result = kernel.values(student, teacher, buffers, partial)
             if result is None:
                 by_reference.add((start, stop))
-                values[start:stop] = kernel.reference(student, *teacher)
+                values[:, start:stop] = kernel.reference(student, *teacher)
             else:
-                values[start:stop], statistics[:, start:stop] = result
+                values[:, start:stop], statistics[:, start:stop] = result
         ctx.save_for_backward(student_logits, statistics, *teachers)
         ctx.kernel, ctx.chunk_size, ctx.counted, ctx.by_reference = kernel, chunk_size, counted, by_reference
-        return values.view(student_logits.shape[:-1])
+        ctx.kept, ctx.gradient = keeps, gradient
+        shape = student_logits.shape[:-1]
+        return values.view(shape) if num_values == 1 else values.view(num_values, *shape)
 
     @staticmethod
     @once_differentiable
@@ -136,21 +161,31 @@ class HandDerivedChunks(torch.autograd.Function):
         nones = (None,) * (3 + len(teachers))  # the kernel, chunk size, mask and teachers get none
         if not ctx.needs_input_grad[0]:
             return None, *nones
-        kernel, chunk_size = ctx.kernel, ctx.chunk_size
-        gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format)
-        weights = grad_values.reshape(-1).float()
+        kernel, chunk_size, kept = ctx.kernel, ctx.chunk_size, ctx.kept
+        if kept and ctx.gradient is None:
+            raise RuntimeError(
+                f"{type(kernel).__name__} computed the student's gradient in the forward pass and handed it out in "
+                "the first backward pass: compute the loss again for another one."
+            )
+        gradient = ctx.gradient if kept else torch.empty_like(student_logits, memory_format=torch.contiguous_format)
+        ctx.gradient = None
+        weights = grad_values.reshape(kernel.num_values, -1).float()
+        if kernel.num_values == 1:
+            weights = weights[0]
         buffers = _buffers(student_logits, kernel.num_buffers, chunk_size)
         staging = None if gradient.dtype == torch.float32 else _buffers(student_logits, 1, chunk_size)[0]
         for start, stop, (student, chunk_gradient, *teacher) in aligned_chunks(
             [student_logits, gradient, *teachers], chunk_size
         ):
+            chunk_weights = weights[..., start:stop]
             if ctx.counted is not None and not ctx.counted[start:stop].any():
-                chunk_gradient.zero_()
+                if not kept:
+                    chunk_gradient.zero_()
             elif (start, stop) in ctx.by_reference:
-                chunk_gradient.copy_(differentiate_chunk(kernel.reference, student, teacher, weights[start:stop])[1])
+                chunk_gradient.copy_(differentiate_chunk(kernel.reference, student, teacher, chunk_weights)[1])
             else:
                 out = chunk_gradient if staging is None else staging[: stop - start]
-                kernel.gradient(student, teacher, statistics[:, start:stop], weights[start:stop], out, buffers)
+                kernel.gradient(student, teacher, statistics[:, start:stop], chunk_weights, out, buffers, kept)
                 if out is not chunk_gradient:
                     chunk_gradient.copy_(out)
         return gradient, *nones

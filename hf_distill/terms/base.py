@@ -29,6 +29,8 @@ class DistillationBatch:
         teacher_features: the teacher's, for `teacher_modules`, detached.
         step: the optimizer step this batch trains, counted from 1 (`TrainerState.global_step + 1`); in evaluation,
             the number of steps completed. Terms with a schedule (DKD's warm-up) read it.
+        shared_values: per-position losses computed for several terms at once, keyed by term name; a term finding
+            its name here takes them (see :func:`hf_distill.terms.logits.share_soft_and_hard`).
     """
 
     inputs: dict[str, Any]
@@ -42,6 +44,7 @@ class DistillationBatch:
     student_features: dict[str, Tensor] = field(default_factory=dict)
     teacher_features: dict[str, Tensor] = field(default_factory=dict)
     step: int = 0
+    shared_values: dict[str, Tensor] = field(default_factory=dict)
 
 
 Normalizer = Literal["labels", "examples", "batch"]

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from ..losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
 from .base import DistillationBatch, LossTerm
+from .logits import share_soft_and_hard
 
 
 def align_batch(
@@ -106,6 +107,7 @@ def weighted_sum(
     """
     total = torch.zeros((), device=batch.student_logits.device)
     means: dict[str, Tensor] = {}
+    share_soft_and_hard(terms, batch)
     for term in terms:
         if not can_compute(term, batch, training):
             continue

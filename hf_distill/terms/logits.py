@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss, standardize_logits
+from ..losses.chunked_joint import chunked_soft_and_hard_losses
 from ..losses.chunks import default_chunk_size
-from .base import DistillationBatch, TermLoss
+from .base import DistillationBatch, LossTerm, TermLoss
 from .topk import TopKTeacherOutputs, topk_soft_term_loss
 
 # With `chunk_size=None`, token-level logits of at least this many elements (16 MiB in float32) take the chunked loss:
@@ -50,12 +51,20 @@ class SoftTargetTerm:
     def __call__(self, batch: DistillationBatch) -> TermLoss:
         if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
             return topk_soft_term_loss(self, batch, use_chunked_loss(batch.student_logits, self.chunk_size))
+        per_position = batch.shared_values.get(self.name)
+        if per_position is None:
+            per_position = self._per_position(batch)
+        if batch.soft_mask is None:
+            return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
+        return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")
+
+    def _per_position(self, batch: DistillationBatch) -> Tensor:
         student_logits, teacher_logits = batch.student_logits, batch.teacher_logits
         if self.standardize:
             student_logits, teacher_logits = standardize_logits(student_logits), standardize_logits(teacher_logits)
         if use_chunked_loss(student_logits, self.chunk_size):
             # Positions outside the soft mask are skipped (their value is 0): the reduction leaves them out anyway.
-            per_position = chunked_soft_target_loss(
+            return chunked_soft_target_loss(
                 student_logits,
                 teacher_logits,
                 self.temperature,
@@ -65,18 +74,9 @@ class SoftTargetTerm:
                 jsd_beta=self.jsd_beta,
                 chunk_size=self.chunk_size or None,
             )
-        else:
-            per_position = soft_target_loss(
-                student_logits,
-                teacher_logits,
-                self.temperature,
-                self.divergence,
-                reduction="none",
-                jsd_beta=self.jsd_beta,
-            )
-        if batch.soft_mask is None:
-            return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
-        return TermLoss(per_position, batch.soft_mask, "labels" if batch.labels is not None else "batch")
+        return soft_target_loss(
+            student_logits, teacher_logits, self.temperature, self.divergence, reduction="none", jsd_beta=self.jsd_beta
+        )
 
 
 @dataclass
@@ -101,10 +101,53 @@ class HardLabelTerm:
             raise ValueError(
                 "The batch has no `labels`, but the hard loss has a non-zero weight: give labels, or set alpha=1.0."
             )
-        logits, chunk_size = batch.student_logits, None
-        if use_chunked_loss(logits, self.chunk_size):
-            chunk_size = self.chunk_size or default_chunk_size(logits)
-        per_position = hard_label_loss(
-            logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing, chunk_size=chunk_size
-        )
+        per_position = batch.shared_values.get(self.name)
+        if per_position is None:
+            logits, chunk_size = batch.student_logits, None
+            if use_chunked_loss(logits, self.chunk_size):
+                chunk_size = self.chunk_size or default_chunk_size(logits)
+            per_position = hard_label_loss(
+                logits, batch.labels, reduction="none", label_smoothing=self.label_smoothing, chunk_size=chunk_size
+            )
         return TermLoss(per_position, batch.mask, "labels")
+
+
+def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None:
+    """Compute the per-position losses of the soft and hard terms together when they can be
+    (:func:`hf_distill.losses.chunked_joint.chunked_soft_and_hard_losses`: the same values and gradients in about
+    half the passes over the vocabulary, and one gradient tensor instead of two), into `batch.shared_values`.
+
+    They can when `terms` hold one :class:`SoftTargetTerm` (forward KL, not standardized) and one
+    :class:`HardLabelTerm`, both weighted, on token-level logits that take their chunked losses with the same chunk
+    size, with full teacher logits and class labels.
+    """
+    softs = [term for term in terms if isinstance(term, SoftTargetTerm)]
+    hards = [term for term in terms if isinstance(term, HardLabelTerm)]
+    if len(softs) != 1 or len(hards) != 1:
+        return
+    (soft,), (hard,), logits, labels = softs, hards, batch.student_logits, batch.labels
+    if (
+        soft.weight == 0
+        or hard.weight == 0
+        or soft.divergence != "forward_kl"
+        or soft.standardize
+        or batch.teacher_logits is None
+        or isinstance(batch.teacher_outputs, TopKTeacherOutputs)
+        or labels is None
+        or labels.is_floating_point()
+        or soft.chunk_size != hard.chunk_size
+        or not use_chunked_loss(logits, soft.chunk_size)
+    ):
+        return
+    masks = [mask for mask in (batch.soft_mask, batch.mask) if mask is not None]
+    mask = masks[0] | masks[1] if len(masks) == 2 else None
+    soft_values, hard_values = chunked_soft_and_hard_losses(
+        logits,
+        batch.teacher_logits,
+        labels,
+        soft.temperature,
+        hard.label_smoothing,
+        mask=mask,
+        chunk_size=soft.chunk_size or None,
+    )
+    batch.shared_values.update({soft.name: soft_values, hard.name: hard_values})
