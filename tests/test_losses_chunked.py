@@ -15,7 +15,7 @@ from hf_distill.losses import (
     teacher_topk,
     topk_soft_target_loss,
 )
-from hf_distill.losses.chunked_joint import chunked_soft_and_hard_losses
+from hf_distill.losses.chunked_joint import chunked_soft_and_hard_losses, chunked_topk_soft_and_hard_losses
 from hf_distill.losses.chunked_kl import ForwardKLKernel, TopKBucketKLKernel
 from hf_distill.losses.chunks import differentiate_chunk
 from hf_distill.losses.topk import _topk_per_position_fn
@@ -277,11 +277,14 @@ def test_chunked_cross_entropy_names_a_label_out_of_range():
 # ---- Soft and hard losses together ----
 
 
-def _soft_and_hard(student, teacher, labels, weights, *args, view=lambda s: s, **kwargs):
-    """Both losses of `chunked_soft_and_hard_losses` on `view(student)` and the gradient w.r.t. `student` of their
-    sum weighted by `weights` `(2, ...)` where the labels count."""
+def _soft_and_hard(
+    student, teacher, labels, weights, *args, view=lambda s: s, function=chunked_soft_and_hard_losses, **kwargs
+):
+    """Both losses of `function` on `view(student)` and the gradient w.r.t. `student` of their sum weighted by
+    `weights` `(2, ...)` where the labels count; `teacher` is the teacher's logits or a tuple of tensors."""
     student = student.detach().requires_grad_()
-    soft, hard = chunked_soft_and_hard_losses(view(student), teacher, labels, *args, **kwargs)
+    teachers = teacher if isinstance(teacher, tuple) else (teacher,)
+    soft, hard = function(view(student), *teachers, labels, *args, **kwargs)
     counted = labels != -100
     (gradient,) = torch.autograd.grad(((weights[0] * soft + weights[1] * hard) * counted).sum(), student)
     return soft, hard, gradient
@@ -350,15 +353,52 @@ def test_soft_and_hard_together_equal_the_two_losses_apart(dtype):
     torch.testing.assert_close(gradient, expected_gradient, **tolerance)
 
 
-def test_soft_and_hard_together_hand_out_their_kept_gradient_once():
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_top_k_soft_and_hard_together_equal_the_two_losses_apart(temperature, dtype):
+    # The bucket tail against a top-5 cache of 30 classes, label smoothing, ignored labels, a skipped chunk.
+    student = _logits(3, 6, 30, seed=1, dtype=dtype)
+    values, indices = teacher_topk(_logits(3, 6, 30, seed=2), 5)
+    labels = torch.randint(30, (3, 6), generator=torch.Generator().manual_seed(3))
+    labels[1] = -100
+    counted = labels != -100
+    weights = torch.rand(2, 3, 6, generator=torch.Generator().manual_seed(4))
+    options = {"mask": counted, "chunk_size": 4}
+    soft, hard, gradient = _soft_and_hard(
+        student,
+        (values, indices),
+        labels,
+        weights,
+        temperature,
+        0.1,
+        **options,
+        function=chunked_topk_soft_and_hard_losses,
+    )
+    s = student.detach().requires_grad_()
+    expected_soft = chunked_topk_soft_target_loss(s, values, indices, temperature, reduction="none", **options)
+    expected_hard = hard_label_loss(s, labels, reduction="none", label_smoothing=0.1)
+    loss = ((weights[0] * expected_soft + weights[1] * expected_hard) * counted).sum()
+    (expected_gradient,) = torch.autograd.grad(loss, s)
+    torch.testing.assert_close(soft[counted], expected_soft[counted])
+    torch.testing.assert_close(hard[counted], expected_hard[counted])
+    tolerance = {} if dtype == torch.float32 else {"atol": 2 * torch.finfo(dtype).eps, "rtol": 0.0}
+    torch.testing.assert_close(gradient, expected_gradient, **tolerance)
+
+
+def test_soft_and_hard_together_survive_a_retained_graph():
     student = _logits(2, 5, 9, seed=1).requires_grad_()
     teacher, labels = _logits(2, 5, 9, seed=2), torch.randint(9, (2, 5), generator=torch.Generator().manual_seed(3))
-    soft, hard = chunked_soft_and_hard_losses(student, teacher, labels, chunk_size=3)
-    (soft.sum() + hard.sum()).backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="compute the loss again"):
-        (soft.sum() + hard.sum()).backward()
+    labels[1] = -100  # positions 6..8 make a skipped chunk of 3
+    counted = labels != -100
+    soft, hard = chunked_soft_and_hard_losses(student, teacher, labels, 2.0, mask=counted, chunk_size=3)
+    loss = ((soft + hard) * counted).sum()
+    loss.backward(retain_graph=True)
+    first = student.grad.clone()
+    loss.backward()  # the first handed out the gradient kept from the forward pass: this one computes it anew
+    torch.testing.assert_close(student.grad, 2 * first)
+    assert first[1].abs().sum() == 0
     with torch.no_grad():  # evaluation: the same values, no gradient kept
-        values = chunked_soft_and_hard_losses(student, teacher, labels, chunk_size=3)
+        values = chunked_soft_and_hard_losses(student, teacher, labels, 2.0, mask=counted, chunk_size=3)
     torch.testing.assert_close(torch.stack(values), torch.stack([soft, hard]).detach())
     with pytest.raises(ValueError, match=r"class ids in \[0, 8\] or -100 \(ignored\); got 9"):
         chunked_soft_and_hard_losses(student, teacher, labels.masked_fill(labels == labels[0, 0], 9))

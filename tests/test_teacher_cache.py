@@ -151,6 +151,35 @@ def test_a_top_k_cache_gives_the_top_k_loss_and_trains(tmp_path, lm_caches, tail
     assert any(not torch.equal(before[name], value) for name, value in student.state_dict().items())
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_a_top_k_cache_with_labels_gives_the_same_gradients_in_chunks(
+    tmp_path, lm_caches, label_smoothing, monkeypatch
+):
+    # Chunked, with both terms weighted, the soft and hard losses are computed together by one kernel.
+    import hf_distill.terms.logits as term_module
+
+    together = []
+    joint = term_module.chunked_topk_soft_and_hard_losses
+    monkeypatch.setattr(
+        term_module, "chunked_topk_soft_and_hard_losses", lambda *a, **k: together.append(1) or joint(*a, **k)
+    )
+    runs = []
+    for chunk_size in (0, 3):
+        fields = {"alpha": 0.3, "label_smoothing_factor": label_smoothing, "loss_chunk_size": chunk_size}
+        student = tiny_gpt2(seed=0)
+        trainer = DistillationTrainer(student, make_args(tmp_path / f"out{chunk_size}", **fields))
+        batch = trainer.data_collator([lm_caches[4][i] for i in range(3)])
+        loss = trainer.compute_loss(student, dict(batch))
+        loss.backward()
+        runs.append((loss.detach(), [p.grad for p in student.parameters() if p.grad is not None]))
+    assert len(together) == 1  # the chunked run only
+    (loss, gradients), (chunked_loss, chunked_gradients) = runs
+    torch.testing.assert_close(chunked_loss, loss, rtol=1e-6, atol=1e-6)
+    assert len(gradients) == len(chunked_gradients) > 0
+    for expected, gradient in zip(gradients, chunked_gradients, strict=True):
+        torch.testing.assert_close(gradient, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_top_k_cache_needs_the_soft_target_method(tmp_path, lm_caches):
     args = make_args(tmp_path / "out", distillation_method="dkd")
     with pytest.raises(ValueError, match="top-k teacher cache"):

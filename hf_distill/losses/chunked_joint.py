@@ -1,5 +1,6 @@
-r"""Hinton's two losses on the same token-level logits in one pass over chunks: the forward KL to the teacher at
-temperature T and the cross-entropy on the labels, per position, the gradient started in the forward pass.
+r"""Hinton's two losses on the same token-level logits in one pass over chunks: the soft loss to the teacher at
+temperature T (the forward KL, against full logits or a top-k cache) and the cross-entropy on the labels, per
+position, the gradient started in the forward pass.
 
 Shapes: logits are `(..., V)`, labels `(...)`; the values are `(...)` each.
 
@@ -9,13 +10,13 @@ smoothing ε:
 .. math:: \frac{\partial}{\partial z_s} \big(w_s \, T^2 \mathrm{KL}(p_t^T \| p_s^T) + w_h \, \mathrm{CE}\big)
     = w_s \, T \, (p_s^T - p_t^T) + w_h \big(p_s - (1 - \varepsilon) \, \mathrm{onehot}(y) - \varepsilon / V\big)
 
-Apart (:class:`~hf_distill.losses.chunked_kl.ForwardKLKernel` and :class:`~hf_distill.losses.chunked_ce.
-CrossEntropyKernel`), the two losses take six exponentials per element, forward and backward, and each writes a
-gradient of the logits' size, which autograd then adds. Together, the forward pass has both tempered distributions
-at hand and writes :math:`T (p_s^T - p_t^T)` into the student's gradient at once; at T = 1 the cross-entropy's
-:math:`\log Z` is the KL's. The backward pass, which brings the weights, scales that and adds the hard part, rebuilding
-:math:`p_s` with one exponential: three exponentials per element (four at T != 1) and one gradient tensor. Values and
-gradients equal those of the two kernels (`tests/test_losses_chunked.py`).
+Apart, the soft kernel and :class:`~hf_distill.losses.chunked_ce.CrossEntropyKernel` each exponentiate the student's
+logits forward and backward, and each writes a gradient of the logits' size, which autograd then adds. Together, the
+soft kernel writes its unweighted gradient :math:`T (p_s^T - p_t^T)` into the student's gradient in the forward pass,
+and at T = 1 the cross-entropy's :math:`\log Z` is the soft kernel's; the backward pass, which brings the weights,
+weighs that and adds the hard part, rebuilding :math:`p_s` with one exponential. For the forward KL on full logits,
+three exponentials per element instead of six (four at T != 1); for the top-k bucket, two instead of four; and one
+gradient tensor instead of two. Values and gradients equal those of the kernels apart (`tests/test_losses_chunked.py`).
 """
 
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from torch import Tensor
 
 from .chunked import checked_chunk_size
 from .chunked_ce import CrossEntropyKernel, checked_class_labels, cross_entropy_values
-from .chunked_kl import ForwardKLKernel, forward_kl_chunk_gradient
-from .chunks import HandDerivedChunks
+from .chunked_kl import ForwardKLKernel, TopKBucketKLKernel
+from .chunks import ChunkKernel, HandDerivedChunks
 from .divergences import forward_kl
 from .reduction import IGNORE_INDEX, check_logit_shapes
+from .topk import _topk_per_position_fn
 
 
 def chunked_soft_and_hard_losses(
@@ -61,6 +63,47 @@ def chunked_soft_and_hard_losses(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     check_logit_shapes(student_logits, teacher_logits)
+
+    def soft_reference(student: Tensor, teacher: Tensor) -> Tensor:
+        return forward_kl(student, teacher, temperature) * temperature**2
+
+    soft = ForwardKLKernel(temperature, soft_reference)
+    teachers = [teacher_logits.detach()]
+    return _together(soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index)
+
+
+def chunked_topk_soft_and_hard_losses(
+    student_logits: Tensor,
+    teacher_topk_values: Tensor,
+    teacher_topk_indices: Tensor,
+    labels: Tensor,
+    temperature: float = 1.0,
+    label_smoothing: float = 0.0,
+    mask: Tensor | None = None,
+    chunk_size: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[Tensor, Tensor]:
+    """:func:`chunked_soft_and_hard_losses` against a top-k teacher (`tail="bucket"`, forward KL): the values and
+    gradients of :func:`~hf_distill.losses.chunked_topk_soft_target_loss` and the cross-entropy, the top-k arguments
+    as there."""
+    reference = _topk_per_position_fn(
+        student_logits, teacher_topk_values, teacher_topk_indices, temperature, "bucket", "forward_kl", 0.5
+    )
+    soft = TopKBucketKLKernel(temperature, reference)
+    teachers = [teacher_topk_values.detach(), teacher_topk_indices]
+    return _together(soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index)
+
+
+def _together(
+    soft: ChunkKernel,
+    student_logits: Tensor,
+    teachers: list[Tensor],
+    labels: Tensor,
+    label_smoothing: float,
+    mask: Tensor | None,
+    chunk_size: int | None,
+    ignore_index: int,
+) -> tuple[Tensor, Tensor]:
     if labels.shape != student_logits.shape[:-1]:
         raise ValueError(
             f"labels of shape {tuple(labels.shape)} do not match student logits of shape "
@@ -68,67 +111,61 @@ def chunked_soft_and_hard_losses(
         )
     chunk_size = checked_chunk_size(student_logits, mask, "none", chunk_size)
     _, safe_labels = checked_class_labels(student_logits, labels, ignore_index)
-    kernel = ForwardKLAndCrossEntropyKernel(temperature, label_smoothing)
-    soft, hard = HandDerivedChunks.apply(
-        student_logits, kernel, chunk_size, mask, teacher_logits.detach(), safe_labels
+    kernel = SoftAndHardKernel(soft, label_smoothing)
+    soft_values, hard_values = HandDerivedChunks.apply(
+        student_logits, kernel, chunk_size, mask, *teachers, safe_labels
     )
-    return soft, hard
+    return soft_values, hard_values
 
 
 @dataclass(frozen=True)
-class ForwardKLAndCrossEntropyKernel:
-    """The forward KL at temperature T and the cross-entropy, values `(2, n)`, as a
+class SoftAndHardKernel:
+    """A soft kernel's loss and the cross-entropy, values `(2, n)`, as a
     :class:`~hf_distill.losses.chunks.ChunkKernel` that starts the gradient in the forward pass; the teacher tensors
-    are the teacher's logits `(n, V)` and the labels `(n, 1)`. Chunks whose teacher has `-inf` logits go to
-    `reference`, as with :class:`~hf_distill.losses.chunked_kl.ForwardKLKernel`."""
+    are the soft kernel's, then the labels `(n, 1)`. The soft kernel (:class:`~hf_distill.losses.chunked_kl.
+    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) keeps the student's max and log Z
+    at its temperature as its first two statistics; chunks it declines go to `reference`."""
 
-    temperature: float
+    soft: ChunkKernel
     label_smoothing: float
-    num_buffers: int = 3
-    num_statistics: int = 6  # the KL's four (max and log Z of both), then the student's max and log Z at T = 1
     num_values: int = 2
     gradient_in_forward: bool = True
+
+    @property
+    def num_buffers(self) -> int:
+        return self.soft.num_buffers
+
+    @property
+    def num_statistics(self) -> int:
+        return self.soft.num_statistics + 2  # then the student's max and log Z at T = 1
 
     def values(
         self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
     ) -> tuple[Tensor, Tensor] | None:
-        teacher, labels = teachers
-        temperature, smoothing = self.temperature, self.label_smoothing
-        soft = ForwardKLKernel(temperature, self.soft_reference).values(student, [teacher], buffers)
-        if soft is None:
+        *soft_teachers, labels = teachers
+        result = self.soft.values(student, soft_teachers, buffers, partial)
+        if result is None:
             return None
-        soft_values, (student_max, student_log_z, teacher_max, teacher_log_z) = soft
-        if partial is not None:  # T (p_s^T - p_t^T), from the exponentials the KL left in its first two buffers
-            student_exps, teacher_exps = (buffer[: student.shape[0]] for buffer in buffers[:2])
-            torch.mul(student_exps, (temperature * torch.exp(-student_log_z)).unsqueeze(-1), out=partial)
-            partial.addcmul_(teacher_exps, (-temperature * torch.exp(-teacher_log_z)).unsqueeze(-1))
-        if temperature == 1.0:
-            shifted_mean = student.mean(-1, dtype=torch.float32) - student_max if smoothing else None
-            hard_values = cross_entropy_values(student, labels, student_max, student_log_z, smoothing, shifted_mean)
-            hard_statistics = torch.stack([student_max, student_log_z])
-        else:
-            hard_values, hard_statistics = CrossEntropyKernel(smoothing).values(student, [labels], buffers[2:])
-        statistics = torch.cat(
-            [torch.stack([student_max, student_log_z, teacher_max, teacher_log_z]), hard_statistics]
-        )
-        return torch.stack([soft_values, hard_values]), statistics
+        soft_values, soft_statistics = result
+        smoothing = self.label_smoothing
+        if self.soft.temperature == 1.0:  # the soft kernel's max and log Z are the cross-entropy's
+            maximum, log_z = soft_statistics[0], soft_statistics[1]
+            shifted_mean = student.mean(-1, dtype=torch.float32) - maximum if smoothing else None
+            hard_values = cross_entropy_values(student, labels, maximum, log_z, smoothing, shifted_mean)
+            hard_statistics = torch.stack([maximum, log_z])
+        else:  # the soft kernel is done with its buffers
+            hard_values, hard_statistics = CrossEntropyKernel(smoothing).values(student, [labels], buffers)
+        return torch.stack([soft_values, hard_values]), torch.cat([soft_statistics, hard_statistics])
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
-        teacher, labels = teachers
-        soft_weights, hard_weights = weights
-        if kept:
-            out.mul_(soft_weights.unsqueeze(-1))
-        else:
-            forward_kl_chunk_gradient(student, teacher, statistics[:4], soft_weights, self.temperature, out, buffers)
+        *soft_teachers, labels = teachers
+        soft_statistics, hard_statistics = statistics[:-2], statistics[-2:]
+        self.soft.gradient(student, soft_teachers, soft_statistics, weights[0], out, buffers, kept)
         hard = buffers[0][: student.shape[0]]
-        CrossEntropyKernel(self.label_smoothing).gradient(
-            student, [labels], statistics[4:], hard_weights, hard, buffers
-        )
+        CrossEntropyKernel(self.label_smoothing).gradient(student, [labels], hard_statistics, weights[1], hard, [])
         out.add_(hard)
 
-    def reference(self, student: Tensor, teacher: Tensor, labels: Tensor) -> Tensor:
+    def reference(self, student: Tensor, *teachers: Tensor) -> Tensor:
+        *soft_teachers, labels = teachers
         hard = CrossEntropyKernel(self.label_smoothing).reference(student, labels)
-        return torch.stack([self.soft_reference(student, teacher), hard])
-
-    def soft_reference(self, student: Tensor, teacher: Tensor) -> Tensor:
-        return forward_kl(student, teacher, self.temperature) * self.temperature**2
+        return torch.stack([self.soft.reference(student, *soft_teachers), hard])

@@ -84,14 +84,16 @@ def forward_kl_chunk_gradient(
 class ForwardKLKernel:
     """:func:`forward_kl_chunk` and its gradient as a :class:`~hf_distill.losses.chunks.ChunkKernel`; chunks whose
     teacher has `-inf` logits (outside the support) go to `reference`, :func:`~hf_distill.losses.forward_kl` times
-    T², which renormalises the student over the support."""
+    T², which renormalises the student over the support. With a `partial` gradient to start, the forward pass writes
+    :math:`T (p_s^T - p_t^T)` from the exponentials it has at hand, and the backward pass only weighs it: two
+    exponentials per element in all instead of four."""
 
     temperature: float
     reference: PerPositionFn
     num_buffers: int = 3
-    num_statistics: int = 4
+    num_statistics: int = 4  # first the student's max and log Z at T, as every soft kernel (see SoftAndHardKernel)
     num_values: int = 1
-    gradient_in_forward: bool = False
+    gradient_in_forward: bool = True
 
     def values(
         self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
@@ -99,10 +101,19 @@ class ForwardKLKernel:
         (teacher,) = teachers
         if torch.isneginf(teacher.amin(-1)).any():  # a row minimum: 3 times cheaper than isneginf(teacher)
             return None
-        return forward_kl_chunk(student, teacher, self.temperature, buffers)
+        values, statistics = forward_kl_chunk(student, teacher, self.temperature, buffers)
+        if partial is not None:  # T (p_s^T - p_t^T), from the exponentials left in the first two buffers
+            student_exps, teacher_exps = (buffer[: student.shape[0]] for buffer in buffers[:2])
+            student_log_z, teacher_log_z = statistics[1], statistics[3]
+            torch.mul(student_exps, (self.temperature * torch.exp(-student_log_z)).unsqueeze(-1), out=partial)
+            partial.addcmul_(teacher_exps, (-self.temperature * torch.exp(-teacher_log_z)).unsqueeze(-1))
+        return values, statistics
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
-        forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
+        if kept:
+            out.mul_(weights.unsqueeze(-1))
+        else:
+            forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
 
 
 @dataclass(frozen=True)
@@ -122,8 +133,9 @@ class TopKBucketKLKernel:
         \text{ outside } K
 
     for a constant r per position: the forward pass takes one exponential per element (two at T != 1), the backward
-    pass one, and neither writes the completed teacher over V. The student's sums outside K are taken by zeroing K,
-    not by subtracting, so a top-k holding nearly all the mass loses no precision. Chunks with k = V, an empty tail
+    pass one (none when the forward pass starts the gradient, `partial`), and neither writes the completed teacher
+    over V. The student's sums outside K are taken by zeroing K, not by subtracting, so a top-k holding nearly all
+    the mass loses no precision. Chunks with k = V, an empty tail
     (teacher or student) or a non-finite student row go to `reference`, the loss of
     :func:`~hf_distill.losses.topk_soft_target_loss` per position.
     """
@@ -131,9 +143,9 @@ class TopKBucketKLKernel:
     temperature: float
     reference: PerPositionFn
     num_buffers: int = 1
-    num_statistics: int = 4
+    num_statistics: int = 4  # first the student's max and log Z at T, as every soft kernel (see SoftAndHardKernel)
     num_values: int = 1
-    gradient_in_forward: bool = False
+    gradient_in_forward: bool = True
 
     def values(
         self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
@@ -162,18 +174,33 @@ class TopKBucketKLKernel:
         cross = (teacher_inside * (values - student_inside)).sum(-1) / temperature
         kl = cross + torch.exp(log_tail - teacher_log_z) * tail_gap - teacher_log_z + (tempered_log_z - shift)
         log_ratio = tempered_log_z - shift + tail_gap - teacher_log_z  # log r
-        return kl * temperature**2, torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio])
+        statistics = torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio])
+        if partial is not None:  # T q (1 - r) outside K from the exponentials of the student's tail, then K
+            scale = temperature * -torch.expm1(log_ratio) * torch.exp(-tempered_log_z)
+            torch.mul(exps, scale.unsqueeze(-1), out=partial)
+            self._scatter_inside(student, values, indices, statistics, torch.full_like(maximum, temperature), partial)
+        return kl * temperature**2, statistics
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
-        values, indices = teachers[0].float(), teachers[1].long()
-        maximum, tempered_log_z, teacher_log_z, log_ratio = statistics
-        temperature, scale = self.temperature, (weights * self.temperature).unsqueeze(-1)
-        probs = softmax_into(student, maximum, tempered_log_z, temperature, out)  # q
-        probs.mul_(scale * -torch.expm1(log_ratio).unsqueeze(-1))  # T w q (1 - r) outside K
+        if kept:
+            out.mul_(weights.unsqueeze(-1))
+            return
+        values, indices, scale = teachers[0].float(), teachers[1].long(), weights * self.temperature
+        maximum, tempered_log_z, _, log_ratio = statistics
+        probs = softmax_into(student, maximum, tempered_log_z, self.temperature, out)  # q
+        probs.mul_((scale * -torch.expm1(log_ratio)).unsqueeze(-1))  # T w q (1 - r) outside K
+        self._scatter_inside(student, values, indices, statistics, scale, probs)
+
+    def _scatter_inside(
+        self, student: Tensor, values: Tensor, indices: Tensor, statistics: Tensor, scale: Tensor, out: Tensor
+    ) -> None:
+        """Write `scale (q - p_hat)` on K into `out` (`scale` `(n,)`: T times the weights)."""
+        maximum, tempered_log_z, teacher_log_z, _ = statistics
+        temperature = self.temperature
         student_inside = student.gather(-1, indices).float() - maximum.unsqueeze(-1)
         student_inside = torch.exp(student_inside / temperature - tempered_log_z.unsqueeze(-1))
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))
-        probs.scatter_(-1, indices, scale * (student_inside - teacher_inside))  # T w (q - p_hat) on K
+        out.scatter_(-1, indices, scale.unsqueeze(-1) * (student_inside - teacher_inside))
 
 
 def _split_log_sums(

@@ -118,7 +118,7 @@ class HandDerivedChunks(torch.autograd.Function):
     memory is the kernel's buffers and statistics (and one more buffer, in which the kernels write the gradient of a
     student in half precision before it is cast). A kernel with `gradient_in_forward` gets the student's gradient
     in the forward pass when the student is float32 and requires grad; the backward pass finishes it and hands it
-    out, once (a second backward pass through a retained graph is refused).
+    out (a second backward pass through a retained graph computes it anew).
     """
 
     @staticmethod
@@ -150,7 +150,7 @@ class HandDerivedChunks(torch.autograd.Function):
                 values[:, start:stop], statistics[:, start:stop] = result
         ctx.save_for_backward(student_logits, statistics, *teachers)
         ctx.kernel, ctx.chunk_size, ctx.counted, ctx.by_reference = kernel, chunk_size, counted, by_reference
-        ctx.kept, ctx.gradient = keeps, gradient
+        ctx.gradient = gradient
         shape = student_logits.shape[:-1]
         return values.view(shape) if num_values == 1 else values.view(num_values, *shape)
 
@@ -161,14 +161,13 @@ class HandDerivedChunks(torch.autograd.Function):
         nones = (None,) * (3 + len(teachers))  # the kernel, chunk size, mask and teachers get none
         if not ctx.needs_input_grad[0]:
             return None, *nones
-        kernel, chunk_size, kept = ctx.kernel, ctx.chunk_size, ctx.kept
-        if kept and ctx.gradient is None:
-            raise RuntimeError(
-                f"{type(kernel).__name__} computed the student's gradient in the forward pass and handed it out in "
-                "the first backward pass: compute the loss again for another one."
-            )
-        gradient = ctx.gradient if kept else torch.empty_like(student_logits, memory_format=torch.contiguous_format)
-        ctx.gradient = None
+        kernel, chunk_size = ctx.kernel, ctx.chunk_size
+        # The gradient started in the forward pass goes to autograd in the first backward pass; another one (through
+        # a retained graph) computes it anew.
+        gradient, ctx.gradient = ctx.gradient, None
+        kept = gradient is not None
+        if not kept:
+            gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format)
         weights = grad_values.reshape(kernel.num_values, -1).float()
         if kernel.num_values == 1:
             weights = weights[0]

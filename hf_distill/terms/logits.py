@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 from torch import Tensor
 
 from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss, standardize_logits
-from ..losses.chunked_joint import chunked_soft_and_hard_losses
+from ..losses.chunked_joint import chunked_soft_and_hard_losses, chunked_topk_soft_and_hard_losses
 from ..losses.chunks import default_chunk_size
 from .base import DistillationBatch, LossTerm, TermLoss
-from .topk import TopKTeacherOutputs, topk_soft_term_loss
+from .topk import TopKTeacherOutputs, topk_soft_term_loss, topk_support
 
 # With `chunk_size=None`, token-level logits of at least this many elements (16 MiB in float32) take the chunked loss:
 # below it the saving is a few tens of MiB, not worth the second forward pass of the chunked backward.
@@ -49,10 +49,10 @@ class SoftTargetTerm:
     needs_teacher: bool = field(default=True, init=False)
 
     def __call__(self, batch: DistillationBatch) -> TermLoss:
-        if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
-            return topk_soft_term_loss(self, batch, use_chunked_loss(batch.student_logits, self.chunk_size))
         per_position = batch.shared_values.get(self.name)
         if per_position is None:
+            if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
+                return topk_soft_term_loss(self, batch, use_chunked_loss(batch.student_logits, self.chunk_size))
             per_position = self._per_position(batch)
         if batch.soft_mask is None:
             return TermLoss(per_position, None, "examples" if per_position.dim() == 1 else "batch")
@@ -114,25 +114,26 @@ class HardLabelTerm:
 
 def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None:
     """Compute the per-position losses of the soft and hard terms together when they can be
-    (:func:`hf_distill.losses.chunked_joint.chunked_soft_and_hard_losses`: the same values and gradients in about
-    half the passes over the vocabulary, and one gradient tensor instead of two), into `batch.shared_values`.
+    (:mod:`hf_distill.losses.chunked_joint`: the same values and gradients in about half the passes over the
+    vocabulary, and one gradient tensor instead of two), into `batch.shared_values`.
 
     They can when `terms` hold one :class:`SoftTargetTerm` (forward KL, not standardized) and one
     :class:`HardLabelTerm`, both weighted, on token-level logits that take their chunked losses with the same chunk
-    size, with full teacher logits and class labels.
+    size, with class labels and the teacher's full logits or a top-k cache with the `"bucket"` tail.
     """
     softs = [term for term in terms if isinstance(term, SoftTargetTerm)]
     hards = [term for term in terms if isinstance(term, HardLabelTerm)]
     if len(softs) != 1 or len(hards) != 1:
         return
     (soft,), (hard,), logits, labels = softs, hards, batch.student_logits, batch.labels
+    topk = batch.teacher_outputs if isinstance(batch.teacher_outputs, TopKTeacherOutputs) else None
     if (
         soft.weight == 0
         or hard.weight == 0
         or soft.divergence != "forward_kl"
         or soft.standardize
         or batch.teacher_logits is None
-        or isinstance(batch.teacher_outputs, TopKTeacherOutputs)
+        or (topk is not None and topk.tail != "bucket")
         or labels is None
         or labels.is_floating_point()
         or soft.chunk_size != hard.chunk_size
@@ -140,14 +141,14 @@ def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None
     ):
         return
     masks = [mask for mask in (batch.soft_mask, batch.mask) if mask is not None]
-    mask = masks[0] | masks[1] if len(masks) == 2 else None
-    soft_values, hard_values = chunked_soft_and_hard_losses(
-        logits,
-        batch.teacher_logits,
-        labels,
-        soft.temperature,
-        hard.label_smoothing,
-        mask=mask,
-        chunk_size=soft.chunk_size or None,
-    )
-    batch.shared_values.update({soft.name: soft_values, hard.name: hard_values})
+    options = {
+        "temperature": soft.temperature,
+        "label_smoothing": hard.label_smoothing,
+        "mask": masks[0] | masks[1] if len(masks) == 2 else None,
+        "chunk_size": soft.chunk_size or None,
+    }
+    if topk is None:
+        values = chunked_soft_and_hard_losses(logits, batch.teacher_logits, labels, **options)
+    else:
+        values = chunked_topk_soft_and_hard_losses(logits, *topk_support(batch), labels, **options)
+    batch.shared_values.update({soft.name: values[0], hard.name: values[1]})

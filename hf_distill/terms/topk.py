@@ -49,6 +49,17 @@ class TopKTeacherOutputs:
         return dense.scatter_(-1, self.indices.long(), self.values.float())
 
 
+def topk_support(batch: DistillationBatch) -> tuple[Tensor, Tensor]:
+    """The cached top-k `(values, indices)` `(..., k)` of a top-k batch, at the positions of its logits (which the
+    causal shift keeps)."""
+    topk: TopKTeacherOutputs = batch.teacher_outputs
+    if topk.max_index >= batch.student_logits.shape[-1]:
+        # The logits were cut to the vocabulary both models share (`compared_vocab_size`), and the cache holds ids
+        # beyond it: the top k of what remains of the teacher's logits (those ids at -inf).
+        return batch.teacher_logits.topk(topk.k, dim=-1)
+    return topk.values, topk.indices
+
+
 def topk_soft_term_loss(term, batch: DistillationBatch, chunked: bool = False) -> TermLoss:
     """The soft term (:class:`~hf_distill.terms.SoftTargetTerm` `term`: its temperature and divergence) on a top-k
     batch: :func:`hf_distill.losses.topk_soft_target_loss` per position, over the aligned (shifted) positions, with
@@ -56,11 +67,7 @@ def topk_soft_term_loss(term, batch: DistillationBatch, chunked: bool = False) -
     topk: TopKTeacherOutputs = batch.teacher_outputs
     if term.standardize:
         raise ValueError("Logit standardization needs the teacher's full logits; a top-k cache holds k of them.")
-    values, indices = topk.values, topk.indices  # the positions of the logits, which the causal shift keeps
-    if topk.max_index >= batch.student_logits.shape[-1]:
-        # The logits were cut to the vocabulary both models share (`compared_vocab_size`), and the cache holds ids
-        # beyond it: the top k of what remains of the teacher's logits (those ids at -inf).
-        values, indices = batch.teacher_logits.topk(topk.k, dim=-1)
+    values, indices = topk_support(batch)
     loss = chunked_topk_soft_target_loss if chunked else topk_soft_target_loss
     kwargs = {"chunk_size": term.chunk_size or None} if chunked else {}
     per_position = loss(
