@@ -281,8 +281,9 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
     if logits_numel:
         ratio = statistics.median(times[EXP] / times["plain, Trainer"] for times in rounds)
         print(
-            f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (forward KL: 2 in the "
-            "forward pass, 2 in the backward; cross-entropy: 1 and 1; top-k bucket KL: 2 and 1)"
+            f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (the soft and hard "
+            "losses together, per element: forward KL 2 in the forward pass and 1 in the backward, plus 1 forward "
+            "for the cross-entropy at T != 1; top-k bucket 1 and 1, plus 2 forward at T != 1)"
         )
     print_targets(rounds, setting)
 

@@ -3,8 +3,9 @@
 - :mod:`.divergences`: divergences between tempered teacher and student distributions, per position.
 - :mod:`.logits`: the soft-target and hard-label losses on logits, and Hinton's combination.
 - :mod:`.chunked`: the soft-target loss over chunks of positions, for large vocabularies.
-- :mod:`.chunked_kl`: the forward KL over chunks with its gradient derived by hand (the chunked default);
-  :mod:`.chunks` the chunks themselves.
+- :mod:`.chunked_kl`: the forward KL over chunks with its gradient derived by hand (the chunked default), and the
+  same for a top-k teacher; :mod:`.chunked_ce` the cross-entropy; :mod:`.chunked_joint` both losses of Hinton's in
+  one pass; :mod:`.chunks` the chunks themselves.
 - :mod:`.topk`: the soft-target loss against a teacher's cached top-k log-probabilities.
 - :mod:`.logit_methods`: logit-based methods beyond Hinton's: DKD, DIST and logit standardization.
 - :mod:`.features`: losses on intermediate representations: DistilBERT's cosine, FitNets hints, attention transfer.

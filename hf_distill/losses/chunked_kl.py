@@ -12,11 +12,13 @@ Hinton's soft loss at temperature T, per position, with :math:`a = (z_t - \max z
 
 Autograd through `log_softmax` and `kl_div` makes about twenty passes over the logits and allocates each of their
 results; on a CPU, where a fresh tensor of 8 MiB costs more to fault in than to compute, that is most of the time.
-Here the forward pass takes two exponentials per element into three reused `chunk x V` float32 buffers and keeps
-two numbers per position, :math:`\max z_s` and :math:`\log Z_s` (and the teacher's), from which the backward pass
-rebuilds both distributions with two more exponentials, writing the gradient in place: in the trainer, 0.36 of the
-time of autograd on the whole logits at 2 x 512 x 32,000 on a 2-core CPU (`benchmarks/loss_memory.py`), with values
-equal to :func:`hf_distill.losses.forward_kl`'s up to float32 rounding. Chunks with teacher logits of `-inf`
+Here the forward pass takes two exponentials per element into three reused `chunk x V` float32 buffers and, from
+them, writes the unweighted gradient :math:`T (p_s^T - p_t^T)` into the student's gradient, which the backward pass
+only weighs (see :class:`~hf_distill.losses.chunks.HandDerivedChunks`). For a student in half precision it keeps
+two numbers per position instead, :math:`\max z_s` and :math:`\log Z_s` (and the teacher's), from which the
+backward pass rebuilds both distributions with two more exponentials. Values equal
+:func:`hf_distill.losses.forward_kl`'s up to float32 rounding; `benchmarks/loss_memory.py` measures time and memory
+against autograd. Chunks with teacher logits of `-inf`
 (outside the support) are left to autograd on :func:`~hf_distill.losses.forward_kl`, which renormalises the student
 over the support. :class:`TopKBucketKLKernel` does the same for a top-k teacher.
 """
