@@ -92,10 +92,13 @@ def loader_steps(trainer: Trainer, steps: int, train: bool = False) -> Callable[
     return measure
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> Callable[[], float]:
-    """A measure: seconds per call of `fn`, over `repeats` calls."""
+def timed(fn: Callable[[], Any], repeats: int, warmup: int = 0) -> Callable[[], float]:
+    """A measure: seconds per call of `fn`, over `repeats` calls after `warmup` untimed ones (so that a training
+    step is timed in the memory state its own path leaves, as in a run of that path, not the one another path left)."""
 
     def measure() -> float:
+        for _ in range(warmup):
+            fn()
         start = time.perf_counter()
         for _ in range(repeats):
             fn()
@@ -233,7 +236,7 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         rows = setting.cache_source.select(range(count * size))
         builds_of[count] = timed(lambda rows=rows: setting.build_cache(setting.teacher, None, rows), 1)
     loaders = {"dataset": plain, "full cache": full, "top-k cache": topk}
-    measures = {name: timed(step, args.steps) for name, step in steps.items()}
+    measures = {name: timed(step, args.steps, args.warmup_steps) for name, step in steps.items()}
     measures.update({f"load {name}": loader_steps(trainer, args.steps) for name, trainer in loaders.items()})
     measures.update({f"{BUILD} of {count} batch(es)": measure for count, measure in builds_of.items()})
     if logits_numel:  # what one pass of exponentials over the logits costs: the loss over the vocabulary takes several

@@ -123,8 +123,8 @@ class SoftAndHardKernel:
     """A soft kernel's loss and the cross-entropy, values `(2, n)`, as a
     :class:`~hf_distill.losses.chunks.ChunkKernel` that starts the gradient in the forward pass; the teacher tensors
     are the soft kernel's, then the labels `(n, 1)`. The soft kernel (:class:`~hf_distill.losses.chunked_kl.
-    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) keeps the student's max and log Z
-    at its temperature as its first two statistics; chunks it declines go to `reference`."""
+    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) has a `temperature` and keeps the
+    student's max and log Z at it as its first two statistics; chunks it declines go to `reference`."""
 
     soft: ChunkKernel
     label_smoothing: float
