@@ -6,12 +6,13 @@ Run from the repository root:
     python benchmarks/loss_memory.py                                  # 2 x 512 and 2 x 1024 tokens, V = 32000
     python benchmarks/loss_memory.py --shapes 2x512 --divergence jsd --chunk_size 32
     python benchmarks/loss_memory.py --dtype bfloat16 --rounds 9
-    python benchmarks/loss_memory.py --path trainer --shapes 2x512     # the trainer's terms, chunked or not
+    python benchmarks/loss_memory.py --path trainer --shapes 2x512     # the trainer's soft term, chunked or not
+    python benchmarks/loss_memory.py --path trainer_both --shapes 2x512    # its soft and hard terms
 
 `--path trainer` measures the loss as `DistillationTrainer.compute_loss` forms it from the models' logits: a causal-LM
-batch aligned by `terms.combine.align_batch` (shift, label mask) and the `SoftTargetTerm`, alone or with the
-`HardLabelTerm` (Hinton's two losses, which then go through one chunked function), reduced by
-`terms.combine.weighted_sum`, with `loss_chunk_size=0` (unchunked) and the default (chunked by size).
+batch aligned by `terms.combine.align_batch` (shift, label mask) and the `SoftTargetTerm` reduced by
+`terms.combine.weighted_sum`, with `loss_chunk_size=0` (unchunked) and the default (chunked by size);
+`--path trainer_both` adds the `HardLabelTerm` (Hinton's two losses, which the chunked path computes in one pass).
 
 Memory is measured in a fresh subprocess per loss and shape, so that nothing cached by an earlier case counts, and is
 given in units of one float32 logits tensor (tokens x V x 4 bytes), beyond the inputs:
@@ -55,12 +56,8 @@ def trainer_loss(chunk_size: int | None, hard_weight: float = 0.0):
 
 PATHS = {
     "loss": {"soft_target_loss": soft_target_loss, "chunked_soft_target_loss": chunked_soft_target_loss},
-    "trainer": {
-        "SoftTargetTerm chunk=0": trainer_loss(0),
-        "SoftTargetTerm chunk=auto": trainer_loss(None),
-        "Soft + HardLabelTerm chunk=0": trainer_loss(0, 1.0),
-        "Soft + HardLabelTerm chunk=auto": trainer_loss(None, 1.0),
-    },
+    "trainer": {"SoftTargetTerm chunk=0": trainer_loss(0), "SoftTargetTerm chunk=auto": trainer_loss(None)},
+    "trainer_both": {"soft + hard chunk=0": trainer_loss(0, 1.0), "soft + hard chunk=auto": trainer_loss(None, 1.0)},
 }
 
 
@@ -179,7 +176,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument(
-        "--path", default="loss", choices=list(PATHS), help="the loss functions, or the trainer's terms"
+        "--path",
+        default="loss",
+        choices=list(PATHS),
+        help="the loss functions, the trainer's soft term, or its soft and hard terms",
     )
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args, argv = parser.parse_args(), sys.argv[1:]
