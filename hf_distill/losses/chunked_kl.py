@@ -18,9 +18,9 @@ only weighs (see :class:`~hf_distill.losses.chunks.HandDerivedChunks`). For a st
 two numbers per position instead, :math:`\max z_s` and :math:`\log Z_s` (and the teacher's), from which the
 backward pass rebuilds both distributions with two more exponentials. Values equal
 :func:`hf_distill.losses.forward_kl`'s up to float32 rounding; `benchmarks/loss_memory.py` measures time and memory
-against autograd. Chunks with teacher logits of `-inf`
-(outside the support) are left to autograd on :func:`~hf_distill.losses.forward_kl`, which renormalises the student
-over the support. :class:`TopKBucketKLKernel` does the same for a top-k teacher.
+against autograd. Chunks with teacher logits of `-inf` (outside the support) are left to autograd on
+:func:`~hf_distill.losses.forward_kl`, which renormalises the student over the support. :class:`TopKBucketKLKernel`
+does the same for a top-k teacher.
 """
 
 from dataclasses import dataclass
@@ -137,9 +137,8 @@ class TopKBucketKLKernel:
     for a constant r per position: the forward pass takes one exponential per element (two at T != 1), the backward
     pass one (none when the forward pass starts the gradient, `partial`), and neither writes the completed teacher
     over V. The student's sums outside K are taken by zeroing K, not by subtracting, so a top-k holding nearly all
-    the mass loses no precision. Chunks with k = V, an empty tail
-    (teacher or student) or a non-finite student row go to `reference`, the loss of
-    :func:`~hf_distill.losses.topk_soft_target_loss` per position.
+    the mass loses no precision. Chunks with k = V, an empty tail (teacher or student) or a non-finite student row
+    go to `reference`, the loss of :func:`~hf_distill.losses.topk_soft_target_loss` per position.
     """
 
     temperature: float
