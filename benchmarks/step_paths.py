@@ -286,7 +286,7 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         print(
             f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (the soft and hard "
             "losses together, per element: forward KL 2 in the forward pass and 1 in the backward, plus 1 forward "
-            "for the cross-entropy at T != 1; top-k bucket 1 and 1, plus 2 forward at T != 1)"
+            "for the cross-entropy at T != 1; top-k bucket 1 and 1, plus 1 forward at T != 1)"
         )
     print_targets(rounds, setting)
 

@@ -15,8 +15,9 @@ logits forward and backward, and each writes a gradient of the logits' size, whi
 soft kernel writes its unweighted gradient :math:`T (p_s^T - p_t^T)` into the student's gradient in the forward pass,
 and at T = 1 the cross-entropy's :math:`\log Z` is the soft kernel's; the backward pass, which brings the weights,
 weighs that and adds the hard part, rebuilding :math:`p_s` with one exponential. For the forward KL on full logits,
-three exponentials per element instead of six (four at T != 1); for the top-k bucket, two instead of four; and one
-gradient tensor instead of two. Values and gradients equal those of the kernels apart (`tests/test_losses_chunked.py`).
+three exponentials per element instead of six (four at T != 1); for the top-k bucket, whose forward pass takes the
+student's log Z at T = 1 at any T, two instead of four (three instead of five at T != 1); and one gradient tensor
+instead of two. Values and gradients equal those of the kernels apart (`tests/test_losses_chunked.py`).
 """
 
 from dataclasses import dataclass
@@ -123,8 +124,10 @@ class SoftAndHardKernel:
     """A soft kernel's loss and the cross-entropy, values `(2, n)`, as a
     :class:`~hf_distill.losses.chunks.ChunkKernel` that starts the gradient in the forward pass; the teacher tensors
     are the soft kernel's, then the labels `(n, 1)`. The soft kernel (:class:`~hf_distill.losses.chunked_kl.
-    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) has a `temperature` and keeps the
-    student's max and log Z at it as its first two statistics; chunks it declines go to `reference`."""
+    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) keeps the student's max as its
+    first statistic, and gives the student's log Z at T = 1 by `untempered_log_z(statistics)` when it has it (the
+    forward KL at T = 1, the top-k bucket at any T), which the cross-entropy then takes instead of its own pass of
+    exponentials; chunks it declines go to `reference`."""
 
     soft: ChunkKernel
     label_smoothing: float
@@ -147,9 +150,9 @@ class SoftAndHardKernel:
         if result is None:
             return None
         soft_values, soft_statistics = result
-        smoothing = self.label_smoothing
-        if self.soft.temperature == 1.0:  # the soft kernel's max and log Z are the cross-entropy's
-            maximum, log_z = soft_statistics[0], soft_statistics[1]
+        smoothing, log_z = self.label_smoothing, self.soft.untempered_log_z(soft_statistics)
+        if log_z is not None:  # the soft kernel's max and log Z at T = 1 are the cross-entropy's
+            maximum = soft_statistics[0]
             shifted_mean = student.mean(-1, dtype=torch.float32) - maximum if smoothing else None
             hard_values = cross_entropy_values(student, labels, maximum, log_z, smoothing, shifted_mean)
             hard_statistics = torch.stack([maximum, log_z])

@@ -93,7 +93,7 @@ class ForwardKLKernel:
     temperature: float
     reference: PerPositionFn
     num_buffers: int = 3
-    num_statistics: int = 4  # first the student's max and log Z at T, as every soft kernel (see SoftAndHardKernel)
+    num_statistics: int = 4  # the student's max and log Z at T, the teacher's
     num_values: int = 1
     gradient_in_forward: bool = True
 
@@ -116,6 +116,10 @@ class ForwardKLKernel:
             out.mul_(weights.unsqueeze(-1))
         else:
             forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
+
+    def untempered_log_z(self, statistics: Tensor) -> Tensor | None:
+        r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)`, if the statistics hold it."""
+        return statistics[1] if self.temperature == 1.0 else None
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ class TopKBucketKLKernel:
     temperature: float
     reference: PerPositionFn
     num_buffers: int = 1
-    num_statistics: int = 4  # first the student's max and log Z at T, as every soft kernel (see SoftAndHardKernel)
+    num_statistics: int = 5  # the student's max and log Z at T, the teacher's log Z, log r, the student's log Z at 1
     num_values: int = 1
     gradient_in_forward: bool = True
 
@@ -175,7 +179,7 @@ class TopKBucketKLKernel:
         cross = (teacher_inside * (values - student_inside)).sum(-1) / temperature
         kl = cross + torch.exp(log_tail - teacher_log_z) * tail_gap - teacher_log_z + (tempered_log_z - shift)
         log_ratio = tempered_log_z - shift + tail_gap - teacher_log_z  # log r
-        statistics = torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio])
+        statistics = torch.stack([maximum, tempered_log_z, teacher_log_z, log_ratio, log_z])
         if partial is not None:  # T q (1 - r) outside K from the exponentials of the student's tail, then K
             scale = temperature * -torch.expm1(log_ratio) * torch.exp(-tempered_log_z)
             torch.mul(exps, scale.unsqueeze(-1), out=partial)
@@ -187,7 +191,7 @@ class TopKBucketKLKernel:
             out.mul_(weights.unsqueeze(-1))
             return
         values, indices, scale = teachers[0].float(), teachers[1].long(), weights * self.temperature
-        maximum, tempered_log_z, _, log_ratio = statistics
+        maximum, tempered_log_z, _, log_ratio, _ = statistics
         probs = softmax_into(student, maximum, tempered_log_z, self.temperature, out)  # q
         probs.mul_((scale * -torch.expm1(log_ratio)).unsqueeze(-1))  # T w q (1 - r) outside K
         self._scatter_inside(student, values, indices, statistics, scale, probs)
@@ -196,12 +200,16 @@ class TopKBucketKLKernel:
         self, student: Tensor, values: Tensor, indices: Tensor, statistics: Tensor, scale: Tensor, out: Tensor
     ) -> None:
         """Write `scale (q - p_hat)` on K into `out` (`scale` `(n,)`: T times the weights)."""
-        maximum, tempered_log_z, teacher_log_z, _ = statistics
+        maximum, tempered_log_z, teacher_log_z, _, _ = statistics
         temperature = self.temperature
         student_inside = student.gather(-1, indices).float() - maximum.unsqueeze(-1)
         student_inside = torch.exp(student_inside / temperature - tempered_log_z.unsqueeze(-1))
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))
         out.scatter_(-1, indices, scale.unsqueeze(-1) * (student_inside - teacher_inside))
+
+    def untempered_log_z(self, statistics: Tensor) -> Tensor:
+        r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)`: the forward pass takes it at any T."""
+        return statistics[4]
 
 
 def _split_log_sums(
