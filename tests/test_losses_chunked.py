@@ -439,6 +439,21 @@ def test_chunked_adds_at_most_half_a_logits_tensor_beyond_the_gradient(divergenc
     assert full >= 4 * logits_bytes  # what the measurement sees of the unchunked loss
 
 
+def test_hand_derived_losses_keep_no_gradient_under_no_grad():
+    # A student that requires grad, evaluated under torch.no_grad: no gradient is started for a backward pass that
+    # cannot come, so the peak stays at the chunk buffers.
+    student = _logits(4, 128, 2000, seed=1).requires_grad_()
+    teacher = _logits(4, 128, 2000, seed=2)
+    labels = torch.randint(2000, (4, 128), generator=torch.Generator().manual_seed(3))
+
+    def evaluate():
+        with torch.no_grad():
+            chunked_soft_target_loss(student, teacher, 2.0)
+            chunked_soft_and_hard_losses(student, teacher, labels, 2.0)
+
+    assert _peak_bytes(evaluate) <= 0.5 * student.numel() * 4
+
+
 @pytest.mark.parametrize("hard_weight", [0.0, 1.0])
 def test_the_trainers_causal_lm_loss_adds_at_most_half_a_logits_tensor_beyond_the_gradient(hard_weight):
     """The trainer's path (causal shift, label mask, weighted sum), the soft term alone or with the hard term: the

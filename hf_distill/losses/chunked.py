@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .chunked_kl import ForwardKLKernel
-from .chunks import HandDerivedChunks, PerPositionFn, aligned_chunks, default_chunk_size, differentiate_chunk
+from .chunks import PerPositionFn, aligned_chunks, default_chunk_size, differentiate_chunk, hand_derived_chunks
 from .divergences import get_divergence
 from .reduction import Reduction, check_logit_shapes, reduce_loss
 
@@ -73,7 +73,7 @@ def chunked_soft_target_loss(
         )
     chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
     kernel = ForwardKLKernel(temperature, per_position_fn)
-    values = HandDerivedChunks.apply(student_logits, kernel, chunk_size, mask, teacher_logits.detach())
+    values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, teacher_logits.detach())
     return reduce_loss(values, mask, reduction)
 
 

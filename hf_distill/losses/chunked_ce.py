@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .chunks import HandDerivedChunks, shifted_into, softmax_into
+from .chunks import hand_derived_chunks, shifted_into, softmax_into
 
 
 def chunked_cross_entropy(
@@ -35,7 +35,7 @@ def chunked_cross_entropy(
     gradients it equals."""
     counted, safe_labels = checked_class_labels(student_logits, labels, ignore_index)
     kernel = CrossEntropyKernel(label_smoothing)
-    return HandDerivedChunks.apply(student_logits, kernel, chunk_size, counted, safe_labels)
+    return hand_derived_chunks(student_logits, kernel, chunk_size, counted, safe_labels)
 
 
 def checked_class_labels(student_logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:

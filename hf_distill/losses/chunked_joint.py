@@ -28,9 +28,9 @@ from torch import Tensor
 from .chunked import checked_chunk_size
 from .chunked_ce import CrossEntropyKernel, checked_class_labels, cross_entropy_values
 from .chunked_kl import ForwardKLKernel, TopKBucketKLKernel
-from .chunks import ChunkKernel, HandDerivedChunks
+from .chunks import ChunkKernel, hand_derived_chunks
 from .divergences import forward_kl
-from .reduction import IGNORE_INDEX, check_logit_shapes
+from .reduction import IGNORE_INDEX, check_label_shape, check_logit_shapes
 from .topk import _topk_per_position_fn
 
 
@@ -105,17 +105,11 @@ def _together(
     chunk_size: int | None,
     ignore_index: int,
 ) -> tuple[Tensor, Tensor]:
-    if labels.shape != student_logits.shape[:-1]:
-        raise ValueError(
-            f"labels of shape {tuple(labels.shape)} do not match student logits of shape "
-            f"{tuple(student_logits.shape)}."
-        )
+    check_label_shape(student_logits, labels)
     chunk_size = checked_chunk_size(student_logits, mask, "none", chunk_size)
     _, safe_labels = checked_class_labels(student_logits, labels, ignore_index)
     kernel = SoftAndHardKernel(soft, label_smoothing)
-    soft_values, hard_values = HandDerivedChunks.apply(
-        student_logits, kernel, chunk_size, mask, *teachers, safe_labels
-    )
+    soft_values, hard_values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, *teachers, safe_labels)
     return soft_values, hard_values
 
 

@@ -109,6 +109,15 @@ class ChunkKernel(Protocol):
         """The values `(n,)` or `(num_values, n)`, differentiable in `student`."""
 
 
+def hand_derived_chunks(
+    student_logits: Tensor, kernel: ChunkKernel, chunk_size: int, mask: Tensor | None, *teachers: Tensor
+) -> Tensor:
+    """:class:`HandDerivedChunks` applied, told whether a gradient will be wanted (grad mode on and a student that
+    requires grad: an autograd function's forward pass sees neither)."""
+    with_gradient = torch.is_grad_enabled() and student_logits.requires_grad
+    return HandDerivedChunks.apply(student_logits, kernel, chunk_size, mask, with_gradient, *teachers)
+
+
 class HandDerivedChunks(torch.autograd.Function):
     """A `kernel`'s values per position `(...)` (or `(num_values, ...)`) on `(..., V)` student logits and the same
     positions of each teacher tensor `(..., W)`, `chunk_size` positions at a time; the backward pass hands each chunk
@@ -117,13 +126,19 @@ class HandDerivedChunks(torch.autograd.Function):
     Chunks lying wholly outside `mask` are skipped (values and gradient 0). Beyond the student's gradient, the
     memory is the kernel's buffers and statistics (and one more buffer, in which the kernels write the gradient of a
     student in half precision before it is cast). A kernel with `gradient_in_forward` gets the student's gradient
-    in the forward pass when the student is float32 and requires grad; the backward pass finishes it and hands it
-    out (a second backward pass through a retained graph computes it anew).
+    in the forward pass when the student is float32 and `with_gradient` (see :func:`hand_derived_chunks`); the
+    backward pass finishes it and hands it out (a second backward pass through a retained graph computes it anew).
     """
 
     @staticmethod
     def forward(
-        ctx, student_logits: Tensor, kernel: ChunkKernel, chunk_size: int, mask: Tensor | None, *teachers: Tensor
+        ctx,
+        student_logits: Tensor,
+        kernel: ChunkKernel,
+        chunk_size: int,
+        mask: Tensor | None,
+        with_gradient: bool,
+        *teachers: Tensor,
     ) -> Tensor:
         positions, device = student_logits.shape[:-1].numel(), student_logits.device
         num_values = kernel.num_values
@@ -131,8 +146,7 @@ class HandDerivedChunks(torch.autograd.Function):
         statistics = torch.zeros(kernel.num_statistics, positions, dtype=torch.float32, device=device)
         counted = None if mask is None else mask.reshape(-1).bool().cpu()
         buffers = _buffers(student_logits, kernel.num_buffers, chunk_size)
-        keeps = kernel.gradient_in_forward and student_logits.requires_grad
-        keeps = keeps and student_logits.dtype == torch.float32
+        keeps = kernel.gradient_in_forward and with_gradient and student_logits.dtype == torch.float32
         gradient = torch.empty_like(student_logits, memory_format=torch.contiguous_format) if keeps else None
         by_reference = set()  # (start, stop) of the chunks the kernel declined
         tensors = [student_logits, *teachers, *([gradient] if keeps else [])]
@@ -158,7 +172,7 @@ class HandDerivedChunks(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_values: Tensor) -> tuple[Tensor | None, ...]:
         student_logits, statistics, *teachers = ctx.saved_tensors
-        nones = (None,) * (3 + len(teachers))  # the kernel, chunk size, mask and teachers get none
+        nones = (None,) * (4 + len(teachers))  # the kernel, chunk size, mask, flag and teachers get none
         if not ctx.needs_input_grad[0]:
             return None, *nones
         kernel, chunk_size = ctx.kernel, ctx.chunk_size

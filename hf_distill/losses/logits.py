@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .chunked_ce import chunked_cross_entropy
 from .divergences import get_divergence
-from .reduction import IGNORE_INDEX, Reduction, check_logit_shapes, reduce_loss
+from .reduction import IGNORE_INDEX, Reduction, check_label_shape, check_logit_shapes, reduce_loss
 
 
 def soft_target_loss(
@@ -78,11 +78,7 @@ def hard_label_loss(
             log-probabilities `F.cross_entropy` keeps (one float32 tensor of the logits' size), and faster on a CPU.
             `None`: all positions at once.
     """
-    if student_logits.shape[:-1] != labels.shape:
-        raise ValueError(
-            f"labels of shape {tuple(labels.shape)} do not match student logits of shape "
-            f"{tuple(student_logits.shape)} (expected labels of shape {tuple(student_logits.shape[:-1])})."
-        )
+    check_label_shape(student_logits, labels)
     mask = labels != ignore_index
     if labels.is_floating_point():
         if student_logits.shape[-1] != 1:

@@ -30,6 +30,15 @@ def reduce_loss(per_position: Tensor, mask: Tensor | None = None, reduction: Red
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}.")
 
 
+def check_label_shape(student_logits: Tensor, labels: Tensor) -> None:
+    """Raise a `ValueError` naming both shapes unless `labels` is `(...)` for `(..., C)` logits."""
+    if student_logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} do not match student logits of shape "
+            f"{tuple(student_logits.shape)} (expected labels of shape {tuple(student_logits.shape[:-1])})."
+        )
+
+
 def check_logit_shapes(student_logits: Tensor, teacher_logits: Tensor) -> None:
     """Raise a `ValueError` naming both shapes when student and teacher logits differ (e.g. `num_labels`, vocab)."""
     if student_logits.shape != teacher_logits.shape:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .chunked import checked_chunk_size, chunked_per_position_loss
 from .chunked_kl import TopKBucketKLKernel
-from .chunks import HandDerivedChunks
+from .chunks import hand_derived_chunks
 from .divergences import get_divergence, log1mexp
 from .reduction import Reduction, reduce_loss
 
@@ -157,7 +157,7 @@ def chunked_topk_soft_target_loss(
         return chunked_per_position_loss(per_position_fn, student_logits, teachers, mask, reduction, chunk_size)
     chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
     kernel = TopKBucketKLKernel(temperature, per_position_fn)
-    values = HandDerivedChunks.apply(student_logits, kernel, chunk_size, mask, *(t.detach() for t in teachers))
+    values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, *(t.detach() for t in teachers))
     return reduce_loss(values, mask, reduction)
 
 
