@@ -28,14 +28,6 @@ class CachedTeacherMixin:
     def _has_cached_teacher(inputs: dict[str, Any]) -> bool:
         return not inputs.keys().isdisjoint(CACHED_TEACHER_OUTPUT_KEYS)
 
-    @staticmethod
-    def _cached_topk_logits(teacher_logits: Tensor | None, teacher_outputs: Any, student_logits: Tensor) -> Any:
-        """For a top-k batch, its `(..., V)` logits at the student's number of classes (see
-        :meth:`TopKTeacherOutputs.logits`); any other teacher's logits as they are."""
-        if isinstance(teacher_outputs, TopKTeacherOutputs):
-            return teacher_outputs.logits(student_logits.shape[-1])
-        return teacher_logits
-
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
             super()._set_signature_columns_if_needed()

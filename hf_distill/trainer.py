@@ -26,6 +26,7 @@ from .teachers.cache_columns import cached_teacher_collator
 from .teachers.cache_record import check_cache_for_training
 from .terms import DistillationBatch, HardLabelTerm, LossTerm, TopKTeacherOutputs, soft_term
 from .terms.combine import align_batch, check_term_names, weighted_sum
+from .terms.topk import topk_support
 from .validation import check_dataset, check_single_logit, check_teacher_logits, num_logits
 from .vocabularies import compared_vocab_size
 
@@ -162,7 +163,8 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
             # The teacher first: its activations are freed before the student's are kept for the backward pass.
             teacher_logits, teacher_outputs = self.get_teacher_outputs(teacher_inputs, cached_teacher_logits)
             student_logits, student_outputs = forward_model(model, inputs, self._needs_hidden_states)
-            teacher_logits = self._cached_topk_logits(teacher_logits, teacher_outputs, student_logits)
+            if isinstance(teacher_outputs, TopKTeacherOutputs):
+                teacher_outputs.check_classes(student_logits.shape[-1])
             features = self._recorded_features()
         shift, vocab = self._loss_shifts_labels, self.compared_vocab_size
         batch = align_batch(
@@ -170,9 +172,10 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
         )
         batch.student_features, batch.teacher_features = features
         batch.step = self.state.global_step + int(model.training)
-        if teacher_logits is not None:
+        if batch.has_teacher:
             check_single_logit(batch.student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
-            check_teacher_logits(batch.teacher_logits, batch.soft_mask, self.state.global_step)
+            teacher = topk_support(batch)[0] if batch.teacher_topk is not None else batch.teacher_logits
+            check_teacher_logits(teacher, batch.soft_mask, self.state.global_step)
         loss = self._weighted_sum(batch, num_items_in_batch, training=model.training)
         self._clear_features()
         if not model.training:

@@ -180,6 +180,61 @@ def test_a_top_k_cache_with_labels_gives_the_same_gradients_in_chunks(
         torch.testing.assert_close(gradient, expected, rtol=1e-5, atol=1e-6)
 
 
+@dataclass
+class TeacherArgmaxTerm:
+    """A user's term that reads `batch.teacher_logits`: the student's cross-entropy on the teacher's top-1."""
+
+    weight: float = 0.1
+    name: str = "teacher_argmax"
+
+    def __call__(self, batch):
+        from hf_distill.terms import TermLoss
+
+        targets = batch.teacher_logits.argmax(-1)
+        return TermLoss(F.cross_entropy(batch.student_logits.transpose(1, -1), targets, reduction="none"), None)
+
+
+def test_a_top_k_batch_forms_no_dense_teacher_logits_unless_a_term_reads_them(tmp_path, lm_caches, monkeypatch):
+    """The soft and hard terms, the teacher check and the evaluation counts take the cached support: no (B, L, V)
+    tensor of -inf outside the top k is written, unless a term reads `batch.teacher_logits`."""
+    from hf_distill.terms import TopKTeacherOutputs
+
+    formed = []
+    dense = TopKTeacherOutputs.logits
+    monkeypatch.setattr(TopKTeacherOutputs, "logits", lambda self, n: formed.append(n) or dense(self, n))
+    cache = lm_caches[4]
+    for chunk_size in (0, 3):
+        fields = {"alpha": 0.5, "loss_chunk_size": chunk_size, "max_steps": 1}
+        args = make_args(tmp_path / f"out{chunk_size}", **fields)
+        trainer = DistillationTrainer(tiny_gpt2(seed=0), args, train_dataset=cache, eval_dataset=cache)
+        trainer.train()
+        metrics = trainer.evaluate()
+        assert 0 < metrics["eval_teacher_agreement"] < 1 and 0 <= metrics["eval_teacher_accuracy"] <= 1
+    assert formed == []
+    extra = TeacherArgmaxTerm()
+    trainer = DistillationTrainer(tiny_gpt2(seed=0), args, train_dataset=cache, extra_loss_terms=[extra])
+    batch = trainer.data_collator([cache[i] for i in range(3)])
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, batch)
+    assert formed == [VOCAB_SIZE]
+
+
+def test_a_broken_top_k_cache_is_refused_at_its_first_batch(tmp_path, lm_caches):
+    cache = lm_caches[4]
+    trainer = DistillationTrainer(tiny_gpt2(seed=0), make_args(tmp_path / "out"), train_dataset=cache)
+    batch = trainer.data_collator([cache[i] for i in range(3)])
+    broken = dict(batch, teacher_topk_values=batch["teacher_topk_values"].clone())
+    broken["teacher_topk_values"][1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN, \+inf or -inf for every class at 1 of .* \(1 with NaN\)"):
+        trainer.compute_loss(trainer.model, broken)
+    shorter = dict(batch, **{key: batch[key][:, :-1] for key in ("teacher_topk_values", "teacher_topk_indices")})
+    with pytest.raises(ValueError, match=r"cached top-k of shape \(3, 9, 4\) does not match student logits"):
+        trainer.compute_loss(trainer.model, shorter)
+    beyond = dict(batch, teacher_topk_indices=batch["teacher_topk_indices"] + VOCAB_SIZE)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        trainer.compute_loss(trainer.model, beyond)
+
+
 def test_a_top_k_cache_needs_the_soft_target_method(tmp_path, lm_caches):
     args = make_args(tmp_path / "out", distillation_method="dkd")
     with pytest.raises(ValueError, match="top-k teacher cache"):
@@ -308,6 +363,7 @@ def test_the_top_k_term_on_logits_cut_to_a_shared_vocabulary():
     from hf_distill.losses import teacher_topk
     from hf_distill.terms import SoftTargetTerm, TopKTeacherOutputs
     from hf_distill.terms.combine import align_batch
+    from hf_distill.terms.topk import teacher_top1
 
     generator = torch.Generator().manual_seed(0)
     student, teacher = (torch.randn(2, 5, 12, generator=generator) * 3 for _ in range(2))
@@ -316,8 +372,10 @@ def test_the_top_k_term_on_logits_cut_to_a_shared_vocabulary():
     topk = TopKTeacherOutputs(values, indices)
     term = SoftTargetTerm(1.0, 2.0)
     for vocab_size in (12, 10):
-        batch = align_batch({}, student, topk.logits(12), None, None, topk, vocab_size=vocab_size)
+        batch = align_batch({}, student, None, None, None, topk, vocab_size=vocab_size)  # as the trainer gives it
         loss = term(batch).per_position
+        torch.testing.assert_close(batch.teacher_logits, topk.logits(12)[..., :vocab_size])  # formed when read
+        assert torch.equal(teacher_top1(batch), batch.teacher_logits.argmax(-1))
         if vocab_size == 12:
             expected = topk_soft_target_loss(student, values, indices, 2.0, reduction="none")
         else:

@@ -4,6 +4,7 @@ import torch
 from torch import Tensor
 
 from ..terms import DistillationBatch
+from ..terms.topk import teacher_top1
 
 COUNT_NAMES = ("correct", "labelled", "teacher_correct", "agreeing", "compared")
 
@@ -19,8 +20,8 @@ def prediction_counts(batch: DistillationBatch) -> Tensor:
     if batch.labels is not None:
         counts[0] = (student_predictions == batch.labels)[batch.mask].sum()
         counts[1] = batch.mask.sum()
-    if batch.teacher_logits is not None:
-        teacher_predictions = batch.teacher_logits.argmax(-1)
+    if batch.has_teacher:
+        teacher_predictions = teacher_top1(batch)
         compared = batch.soft_mask if batch.soft_mask is not None else torch.ones_like(student_predictions, dtype=bool)
         if batch.labels is not None:
             counts[2] = (teacher_predictions == batch.labels)[batch.mask].sum()

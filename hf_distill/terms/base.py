@@ -6,6 +6,31 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from torch import Tensor
 
 
+class _TeacherLogits:
+    """The `teacher_logits` field of :class:`DistillationBatch`: as given, or, for a top-k cache's batch given
+    without them, its dense logits (:meth:`~hf_distill.terms.TopKTeacherOutputs.logits`, `-inf` outside the top k
+    and cut to the student's classes) formed on first read. The trainer's own terms read the cached support itself;
+    a `(..., V)` tensor is written only for a term that asks for the logits (a user's term, the support of logits cut
+    to a shared vocabulary)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_{name}"
+
+    def __get__(self, batch: "DistillationBatch | None", owner: type | None = None) -> Tensor | None:
+        if batch is None:
+            raise AttributeError(self.key)  # a dataclass field without a default
+        logits = batch.__dict__.get(self.key)
+        topk = batch.teacher_topk
+        if logits is None and topk is not None:
+            classes = batch.student_logits.shape[-1]
+            logits = topk.logits(max(classes, topk.max_index + 1))[..., :classes]
+            batch.__dict__[self.key] = logits
+        return logits
+
+    def __set__(self, batch: "DistillationBatch", logits: Tensor | None) -> None:
+        batch.__dict__[self.key] = logits
+
+
 @dataclass
 class DistillationBatch:
     """What a loss term sees for one batch, already aligned position by position.
@@ -15,7 +40,8 @@ class DistillationBatch:
     Attributes:
         inputs: the batch as given to the student (without labels or cached teacher logits).
         student_logits: `(..., C)` student logits.
-        teacher_logits: `(..., C)` teacher logits, or `None` when the run has no teacher.
+        teacher_logits: `(..., C)` teacher logits, or `None` when the run has no teacher. For a top-k cache's batch
+            (`teacher_topk`), formed from the cached top k on first read (`-inf` elsewhere).
         labels: `(...)` class ids with -100 where ignored, or `None` for unlabelled data.
         mask: `(...)` boolean, true at the positions that count for the labels: `labels != -100`, else the attention
             mask, else `None` (every position counts).
@@ -31,11 +57,13 @@ class DistillationBatch:
             the number of steps completed. Terms with a schedule (DKD's warm-up) read it.
         shared_values: per-position losses computed for several terms at once, keyed by term name; a term finding
             its name here takes them (see :func:`hf_distill.terms.logits.share_soft_and_hard`).
+        teacher_topk: a top-k cache's batch (:class:`~hf_distill.terms.TopKTeacherOutputs`, at the positions of the
+            logits), or `None`. The soft term takes its loss on the cached support.
     """
 
     inputs: dict[str, Any]
     student_logits: Tensor
-    teacher_logits: Tensor | None
+    teacher_logits: Tensor | None = _TeacherLogits()
     labels: Tensor | None
     mask: Tensor | None
     soft_mask: Tensor | None = None
@@ -45,6 +73,12 @@ class DistillationBatch:
     teacher_features: dict[str, Tensor] = field(default_factory=dict)
     step: int = 0
     shared_values: dict[str, Tensor] = field(default_factory=dict)
+    teacher_topk: Any = None
+
+    @property
+    def has_teacher(self) -> bool:
+        """Whether the batch has teacher outputs (logits or a top-k cache), without forming dense logits."""
+        return self.teacher_topk is not None or self.__dict__["_teacher_logits"] is not None
 
 
 Normalizer = Literal["labels", "examples", "batch"]

@@ -8,6 +8,7 @@ from torch import Tensor
 from ..losses import IGNORE_INDEX, check_logit_shapes, reduce_loss, soft_loss_mask
 from .base import DistillationBatch, LossTerm
 from .logits import share_soft_and_hard
+from .topk import TopKTeacherOutputs
 
 
 def align_batch(
@@ -25,17 +26,26 @@ def align_batch(
     Args:
         inputs: the batch as given to the student (without labels or cached teacher logits).
         student_logits: `(B, C)` or `(B, L, V)`.
-        teacher_logits: same shape, or `None`.
+        teacher_logits: same shape, or `None` (no teacher, or a top-k cache's batch given as `teacher_outputs`).
+        teacher_outputs: the teacher's raw output; a :class:`~hf_distill.terms.TopKTeacherOutputs` becomes the batch's
+            `teacher_topk`, its positions those of the student's logits.
         labels: `(B,)` or `(B, L)` with -100 where ignored, or `None`.
         shift_labels: causal LMs, whose logits at position i predict the token at i + 1: the labels (and the
             attention mask) are shifted left, the last position masked out; the logits keep their length.
         vocab_size: compare both logits over their first `vocab_size` columns only, the ids of a tokenizer both
             models pad beyond (see `hf_distill.vocabularies.compared_vocab_size`); `None` to use them whole.
     """
-    if vocab_size is not None and teacher_logits is not None:
-        student_logits, teacher_logits = student_logits[..., :vocab_size], teacher_logits[..., :vocab_size]
+    teacher_topk = teacher_outputs if isinstance(teacher_outputs, TopKTeacherOutputs) else None
+    if vocab_size is not None and (teacher_logits is not None or teacher_topk is not None):
+        student_logits = student_logits[..., :vocab_size]
+        teacher_logits = teacher_logits[..., :vocab_size] if teacher_logits is not None else None
     if teacher_logits is not None:
         check_logit_shapes(student_logits, teacher_logits)
+    if teacher_topk is not None and teacher_topk.values.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"The cached top-k of shape {tuple(teacher_topk.values.shape)} does not match student logits of shape "
+            f"{tuple(student_logits.shape)}: the cache holds other positions than the student's batch."
+        )
     attention_mask = inputs.get("attention_mask") if student_logits.dim() == 3 else None
     if shift_labels and student_logits.dim() == 3:
         # The logits stay whole and the labels move: position i is scored on the token at i + 1, and the last
@@ -51,7 +61,15 @@ def align_batch(
         mask = attention_mask.bool() if attention_mask is not None else None
     soft_mask = soft_loss_mask(student_logits, labels) if labels is not None else mask
     return DistillationBatch(
-        inputs, student_logits, teacher_logits, labels, mask, soft_mask, student_outputs, teacher_outputs
+        inputs,
+        student_logits,
+        teacher_logits,
+        labels,
+        mask,
+        soft_mask,
+        student_outputs,
+        teacher_outputs,
+        teacher_topk=teacher_topk,
     )
 
 
@@ -72,7 +90,7 @@ def can_compute(term: LossTerm, batch: DistillationBatch, training: bool = True)
 
     Evaluation skips a term that lacks only labels, so that unlabelled evaluation data reports the soft loss.
     """
-    missing_teacher = getattr(term, "needs_teacher", True) and batch.teacher_logits is None
+    missing_teacher = getattr(term, "needs_teacher", True) and not batch.has_teacher
     missing_labels = getattr(term, "needs_labels", False) and batch.labels is None
     tolerated = missing_labels and not missing_teacher and not training
     if (missing_teacher or missing_labels) and term.weight != 0 and not tolerated:

@@ -8,7 +8,7 @@ from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss
 from ..losses.chunked_joint import chunked_soft_and_hard_losses, chunked_topk_soft_and_hard_losses
 from ..losses.chunks import default_chunk_size
 from .base import DistillationBatch, LossTerm, TermLoss
-from .topk import TopKTeacherOutputs, topk_soft_term_loss, topk_support
+from .topk import topk_soft_term_loss, topk_support
 
 # With `chunk_size=None`, token-level logits of at least this many elements (16 MiB in float32) take the chunked loss:
 # below it the saving is a few tens of MiB, not worth the second forward pass that the backward of the divergences
@@ -52,7 +52,7 @@ class SoftTargetTerm:
     def __call__(self, batch: DistillationBatch) -> TermLoss:
         per_position = batch.shared_values.get(self.name)
         if per_position is None:
-            if isinstance(batch.teacher_outputs, TopKTeacherOutputs):  # a top-k cache: the loss on the cached support
+            if batch.teacher_topk is not None:  # a top-k cache: the loss on the cached support
                 return topk_soft_term_loss(self, batch, use_chunked_loss(batch.student_logits, self.chunk_size))
             per_position = self._per_position(batch)
         if batch.soft_mask is None:
@@ -127,13 +127,13 @@ def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None
     if len(softs) != 1 or len(hards) != 1:
         return
     (soft,), (hard,), logits, labels = softs, hards, batch.student_logits, batch.labels
-    topk = batch.teacher_outputs if isinstance(batch.teacher_outputs, TopKTeacherOutputs) else None
+    topk = batch.teacher_topk
     if (
         soft.weight == 0
         or hard.weight == 0
         or soft.divergence != "forward_kl"
         or soft.standardize
-        or batch.teacher_logits is None
+        or not batch.has_teacher
         or (topk is not None and topk.tail != "bucket")
         or labels is None
         or labels.is_floating_point()

@@ -36,15 +36,19 @@ class TopKTeacherOutputs:
         first (:meth:`logits` and :func:`topk_soft_term_loss` both do)."""
         return int(self.indices.max()) if self.indices.numel() else -1
 
-    def logits(self, num_classes: int) -> Tensor:
-        """`(..., num_classes)` log-probabilities, `-inf` outside the top k: the batch's `teacher_logits`, which the
-        causal shift and the masks treat as live logits; its argmax is the teacher's top-1. The soft term takes the
-        cached values and ids themselves (:func:`topk_soft_term_loss`), so it is never used as full logits."""
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse cached class ids beyond the student's `num_classes`."""
         if self.max_index >= num_classes:
             raise ValueError(
                 f"The cached top-k holds class id {self.max_index}, the student has {num_classes} classes: "
                 "the cache was built with another vocabulary or label set."
             )
+
+    def logits(self, num_classes: int) -> Tensor:
+        """`(..., num_classes)` log-probabilities, `-inf` outside the top k; its argmax is the teacher's top-1. The
+        trainer's terms take the cached values and ids themselves (:func:`topk_support`); a batch forms this only for
+        a term that reads its `teacher_logits` (see :class:`~hf_distill.terms.DistillationBatch`)."""
+        self.check_classes(num_classes)
         dense = torch.full((*self.values.shape[:-1], num_classes), -math.inf, device=self.values.device)
         return dense.scatter_(-1, self.indices.long(), self.values.float())
 
@@ -52,7 +56,7 @@ class TopKTeacherOutputs:
 def topk_support(batch: DistillationBatch) -> tuple[Tensor, Tensor]:
     """The cached top-k `(values, indices)` `(..., k)` of a top-k batch, at the positions of its logits (which the
     causal shift keeps)."""
-    topk: TopKTeacherOutputs = batch.teacher_outputs
+    topk: TopKTeacherOutputs = batch.teacher_topk
     if topk.max_index >= batch.student_logits.shape[-1]:
         # The logits were cut to the vocabulary both models share (`compared_vocab_size`), and the cache holds ids
         # beyond it: the top k of what remains of the teacher's logits (those ids at -inf).
@@ -60,11 +64,21 @@ def topk_support(batch: DistillationBatch) -> tuple[Tensor, Tensor]:
     return topk.values, topk.indices
 
 
+def teacher_top1(batch: DistillationBatch) -> Tensor:
+    """`(...)` the teacher's most likely class at each position: the argmax of its logits, or of a top-k batch's
+    cached support (of tied classes the lowest id, as `argmax` of the logits gives)."""
+    if batch.teacher_topk is None:
+        return batch.teacher_logits.argmax(-1)
+    values, indices = topk_support(batch)
+    largest = values == values.amax(-1, keepdim=True)
+    return indices.masked_fill(~largest, torch.iinfo(indices.dtype).max).amin(-1)
+
+
 def topk_soft_term_loss(term, batch: DistillationBatch, chunked: bool = False) -> TermLoss:
     """The soft term (:class:`~hf_distill.terms.SoftTargetTerm` `term`: its temperature and divergence) on a top-k
     batch: :func:`hf_distill.losses.topk_soft_target_loss` per position, over the aligned (shifted) positions, with
     `chunked` through :func:`hf_distill.losses.chunked_topk_soft_target_loss` (`term.chunk_size` positions)."""
-    topk: TopKTeacherOutputs = batch.teacher_outputs
+    topk: TopKTeacherOutputs = batch.teacher_topk
     if term.standardize:
         raise ValueError("Logit standardization needs the teacher's full logits; a top-k cache holds k of them.")
     values, indices = topk_support(batch)
