@@ -22,8 +22,9 @@ Settings (models built in code with random weights; nothing is downloaded):
   memory also in units of one float32 logits tensor.
 
 What is printed; times are medians over `--rounds` interleaved rounds (absolute times drift on a shared machine,
-ratios within a round less so), each of `--steps` steps (after `--warmup_steps` untimed steps of the same path: a
-step that follows another path with a larger footprint re-faults its memory, which a training run does not do):
+ratios within a round less so), each of `--steps` steps (after `--warmup_steps` untimed steps of the same path, or
+builds of the same cache: a step that follows another path with a larger footprint re-faults its memory, which a
+training run does not do):
 - data path (`digits`, `vision`, `text`): wall time per step (batches drawn from the Trainer's data loader) / compute
   time per step (the same step on a batch already in memory), and the loading alone / compute; for images, decoded
   once (`hf_distill.data.decoded_images`, what the recipes use) and, for comparison, decoded and transformed from
@@ -367,9 +368,9 @@ def main() -> None:
         "--warmup_steps",
         type=int,
         default=0,
-        help="untimed steps of the same path before each measurement of the paths, so that each is timed after "
-        "itself, as in a training run (on a CPU, a step after another path with a larger footprint re-faults its "
-        "memory: up to 20%% of a causal-LM step)",
+        help="untimed steps of the same path (or builds of the same cache) before each measurement of the paths, so "
+        "that each is timed after itself, as in a training run (on a CPU, a step after another path with a larger "
+        "footprint re-faults its memory: up to 20%% of a causal-LM step)",
     )
     parser.add_argument("--min_run_time", type=float, default=1.0, help="seconds per blocked_autorange")
     parser.add_argument("--teacher", default="resnet50", help="timm teacher of the vision setting")

@@ -229,12 +229,14 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         f"top-{setting.top_k} cache, DistillationTrainer": lambda: train_step(topk, topk_batch),
         "teacher forward alone": teacher_forward,
     }
-    # Builds of one and of two batches, timed in the rounds like the steps: their difference is the cost of a batch,
-    # the rest the fixed cost of a build (the teacher's weights hashed, the record written).
+    # Builds of one and of two batches, timed in the rounds like the steps (after as many untimed builds as a step
+    # has untimed steps): their difference is the cost of a batch, the rest the fixed cost of a build (the teacher's
+    # weights hashed, the record written).
     builds_of = {}
     for count in (1, 2):
         rows = setting.cache_source.select(range(count * size))
-        builds_of[count] = timed(lambda rows=rows: setting.build_cache(setting.teacher, None, rows), 1)
+        build = lambda rows=rows: setting.build_cache(setting.teacher, None, rows)  # noqa: E731
+        builds_of[count] = timed(build, 1, args.warmup_steps)
     loaders = {"dataset": plain, "full cache": full, "top-k cache": topk}
     measures = {name: timed(step, args.steps, args.warmup_steps) for name, step in steps.items()}
     measures.update({f"load {name}": loader_steps(trainer, args.steps) for name, trainer in loaders.items()})
@@ -285,8 +287,8 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         ratio = statistics.median(times[EXP] / times["plain, Trainer"] for times in rounds)
         print(
             f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (the soft and hard "
-            "losses together, per element: forward KL 2 in the forward pass and 1 in the backward, plus 1 forward "
-            "for the cross-entropy at T != 1; top-k bucket 1 and 1, plus 1 forward at T != 1)"
+            "losses together, per element: forward KL 2 in the forward pass and 1 in the backward, top-k bucket 1 "
+            "and 1; each 1 more in the forward pass at T other than 1 and 2)"
         )
     print_targets(rounds, setting)
 

@@ -175,7 +175,7 @@ def test_forward_kl_kernel_equals_hintons_loss_in_float64(temperature, offset):
     torch.testing.assert_close(gradient.double(), expected_gradient, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 3.0])  # 2: the sums at T = 1 from squares
 @pytest.mark.parametrize("k", [1, 5, 39])
 @pytest.mark.parametrize("offset", [0.0, 300.0])
 def test_top_k_bucket_kernel_equals_its_reference(temperature, k, offset):
@@ -290,7 +290,7 @@ def _soft_and_hard(
     return soft, hard, gradient
 
 
-@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 3.0])  # 2: the log Z at T = 1 from squares
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("offset", [0.0, 300.0])
 def test_soft_and_hard_together_equal_hintons_two_losses_in_float64(temperature, label_smoothing, offset):
@@ -353,7 +353,7 @@ def test_soft_and_hard_together_equal_the_two_losses_apart(dtype):
     torch.testing.assert_close(gradient, expected_gradient, **tolerance)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 2.5])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_top_k_soft_and_hard_together_equal_the_two_losses_apart(temperature, dtype):
     # The bucket tail against a top-5 cache of 30 classes, label smoothing, ignored labels, a skipped chunk.

@@ -13,11 +13,13 @@ smoothing ε:
 Apart, the soft kernel and :class:`~hf_distill.losses.chunked_ce.CrossEntropyKernel` each exponentiate the student's
 logits forward and backward, and each writes a gradient of the logits' size, which autograd then adds. Together, the
 soft kernel writes its unweighted gradient :math:`T (p_s^T - p_t^T)` into the student's gradient in the forward pass,
-and at T = 1 the cross-entropy's :math:`\log Z` is the soft kernel's; the backward pass, which brings the weights,
-weighs that and adds the hard part, rebuilding :math:`p_s` with one exponential. For the forward KL on full logits,
-three exponentials per element instead of six (four at T != 1); for the top-k bucket, whose forward pass takes the
-student's log Z at T = 1 at any T, two instead of four (three instead of five at T != 1); and one gradient tensor
-instead of two. Values and gradients equal those of the kernels apart (`tests/test_losses_chunked.py`).
+and the cross-entropy takes its :math:`\log Z` from the soft kernel's exponentials where they give it: at T = 1 it
+is the soft kernel's, at T = 2 (the trainer's default) the log of the sum of their squares, :math:`e^{(z - \max z)
+/ 2}` squared being :math:`e^{z - \max z}`. The backward pass, which brings the weights, weighs the soft gradient
+and adds the hard part, rebuilding :math:`p_s` with one exponential. At T = 1 and 2: for the forward KL on full
+logits, three exponentials per element instead of six; for the top-k bucket, two instead of four (one more each at
+other T); and one gradient tensor instead of two. Values and gradients equal those of the kernels apart
+(`tests/test_losses_chunked.py`).
 """
 
 from dataclasses import dataclass
@@ -119,9 +121,9 @@ class SoftAndHardKernel:
     :class:`~hf_distill.losses.chunks.ChunkKernel` that starts the gradient in the forward pass; the teacher tensors
     are the soft kernel's, then the labels `(n, 1)`. The soft kernel (:class:`~hf_distill.losses.chunked_kl.
     ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) keeps the student's max as its
-    first statistic, and gives the student's log Z at T = 1 by `untempered_log_z(statistics)` when it has it (the
-    forward KL at T = 1, the top-k bucket at any T), which the cross-entropy then takes instead of its own pass of
-    exponentials; chunks it declines go to `reference`."""
+    first statistic, and gives the student's log Z at T = 1 by `untempered_log_z(statistics, buffers)` where it has
+    it at hand (the forward KL at T = 1 and 2, the top-k bucket at any T), which the cross-entropy then takes
+    instead of its own pass of exponentials; chunks it declines go to `reference`."""
 
     soft: ChunkKernel
     label_smoothing: float
@@ -144,7 +146,7 @@ class SoftAndHardKernel:
         if result is None:
             return None
         soft_values, soft_statistics = result
-        smoothing, log_z = self.label_smoothing, self.soft.untempered_log_z(soft_statistics)
+        smoothing, log_z = self.label_smoothing, self.soft.untempered_log_z(soft_statistics, buffers)
         if log_z is not None:  # the soft kernel's max and log Z at T = 1 are the cross-entropy's
             maximum = soft_statistics[0]
             shifted_mean = student.mean(-1, dtype=torch.float32) - maximum if smoothing else None

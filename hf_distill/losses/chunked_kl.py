@@ -117,9 +117,16 @@ class ForwardKLKernel:
         else:
             forward_kl_chunk_gradient(student, teachers[0], statistics, weights, self.temperature, out, buffers)
 
-    def untempered_log_z(self, statistics: Tensor) -> Tensor | None:
-        r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)`, if the statistics hold it."""
-        return statistics[1] if self.temperature == 1.0 else None
+    def untempered_log_z(self, statistics: Tensor, buffers: list[Tensor]) -> Tensor | None:
+        r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)` after :meth:`values`, where it is at hand:
+        at T = 1 in the statistics; at T = 2 from the exponentials :math:`e = e^{(z - \max z) / 2}` left in the
+        first buffer, whose squares are :math:`e^{z - \max z}` (a dot product instead of a pass of exponentials)."""
+        if self.temperature == 1.0:
+            return statistics[1]
+        if self.temperature == 2.0:
+            exps = buffers[0][: statistics.shape[1]]
+            return torch.linalg.vecdot(exps, exps).log_()
+        return None
 
 
 @dataclass(frozen=True)
@@ -138,11 +145,12 @@ class TopKBucketKLKernel:
         \qquad \frac{\partial\, T^2 \mathrm{KL}}{\partial z} = T (q - \hat p), \quad \hat p_j = r \, q_j
         \text{ outside } K
 
-    for a constant r per position: the forward pass takes one exponential per element (two at T != 1), the backward
-    pass one (none when the forward pass starts the gradient, `partial`), and neither writes the completed teacher
-    over V. The student's sums outside K are taken by zeroing K, not by subtracting, so a top-k holding nearly all
-    the mass loses no precision. Chunks with k = V, an empty tail (teacher or student) or a non-finite student row
-    go to `reference`, the loss of :func:`~hf_distill.losses.topk_soft_target_loss` per position.
+    for a constant r per position: the forward pass takes one exponential per element at T = 1 and 2 (at T = 2 the
+    student's sums at T = 1 are those of the squared exponentials) and two at other T, the backward pass one (none
+    when the forward pass starts the gradient, `partial`), and neither writes the completed teacher over V. The
+    student's sums outside K are taken by zeroing K, not by subtracting, so a top-k holding nearly all the mass loses
+    no precision. Chunks with k = V, an empty tail (teacher or student) or a non-finite student row go to
+    `reference`, the loss of :func:`~hf_distill.losses.topk_soft_target_loss` per position.
     """
 
     temperature: float
@@ -160,19 +168,25 @@ class TopKBucketKLKernel:
             return None
         temperature, exps = self.temperature, buffers[0][: student.shape[0]]
         maximum = student.amax(-1).float()
-        log_inside, log_outside = _split_log_sums(student, maximum, indices, 1.0, exps)  # at T = 1
+        if temperature == 2.0:  # the sums at T = 1 are those of the squared exponentials at T = 2
+            *tempered, log_inside, log_outside = _split_log_sums(student, maximum, indices, 2.0, exps, squares=True)
+        else:
+            log_inside, log_outside = _split_log_sums(student, maximum, indices, 1.0, exps)  # at T = 1
         log_z = torch.logaddexp(log_inside, log_outside)
         student_tail, teacher_tail = log_outside - log_z, log1mexp(values.logsumexp(-1))  # log m_s, log m_t
         if not torch.isfinite(torch.stack([maximum, student_tail, teacher_tail])).all():
             return None
-        if temperature != 1.0:
-            log_inside, log_outside = _split_log_sums(student, maximum, indices, temperature, exps)
+        if temperature == 1.0:
+            tempered = [log_inside, log_outside]
+        elif temperature != 2.0:
+            tempered = _split_log_sums(student, maximum, indices, temperature, exps)
+        tempered_inside, tempered_outside = tempered
         # Work with the student's log-probabilities y = z - lse(z) at T = 1, whose outside-K gap to the completed
         # teacher is c: no sum below mixes terms of the logits' size that cancel.
-        tempered_log_z = torch.logaddexp(log_inside, log_outside)  # lse((z - max z) / T)
+        tempered_log_z = torch.logaddexp(tempered_inside, tempered_outside)  # lse((z - max z) / T)
         shift = log_z / temperature  # (lse(z) - max z) / T
         tail_gap = (teacher_tail - student_tail) / temperature  # c / T
-        log_tail = log_outside - shift + tail_gap  # lse of u_hat / T outside K
+        log_tail = tempered_outside - shift + tail_gap  # lse of u_hat / T outside K
         teacher_log_z = torch.logaddexp((values / temperature).logsumexp(-1), log_tail)  # lse(u_hat / T)
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))  # p_hat on K
         student_inside = student.gather(-1, indices).float() - (maximum + log_z).unsqueeze(-1)  # y on K
@@ -207,17 +221,21 @@ class TopKBucketKLKernel:
         teacher_inside = torch.exp(values / temperature - teacher_log_z.unsqueeze(-1))
         out.scatter_(-1, indices, scale.unsqueeze(-1) * (student_inside - teacher_inside))
 
-    def untempered_log_z(self, statistics: Tensor) -> Tensor:
+    def untempered_log_z(self, statistics: Tensor, buffers: list[Tensor]) -> Tensor:
         r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)`: the forward pass takes it at any T."""
         return statistics[4]
 
 
 def _split_log_sums(
-    logits: Tensor, maximum: Tensor, indices: Tensor, temperature: float, exps: Tensor
-) -> tuple[Tensor, Tensor]:
+    logits: Tensor, maximum: Tensor, indices: Tensor, temperature: float, exps: Tensor, squares: bool = False
+) -> list[Tensor]:
     """The logsumexp of `(z - max z) / T` over the classes in `indices` `(n, k)` and over the others, each `(n,)`;
-    `exps` `(n, V)` float32 is overwritten."""
+    with `squares`, then those of the squared exponentials (at T = 2: the sums at T = 1). `exps` `(n, V)` float32 is
+    left holding the exponentials outside `indices`, 0 on them."""
     shifted_into(logits, maximum, temperature, exps).exp_()
-    inside = exps.gather(-1, indices).sum(-1)
-    outside = exps.scatter_(-1, indices, 0.0).sum(-1)
-    return inside.log(), outside.log()
+    inside = exps.gather(-1, indices)
+    exps.scatter_(-1, indices, 0.0)
+    sums = [inside.sum(-1), exps.sum(-1)]
+    if squares:
+        sums += [inside.square().sum(-1), torch.linalg.vecdot(exps, exps)]
+    return [total.log_() for total in sums]
