@@ -137,7 +137,8 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
         """The teacher's `(logits, raw_output)` for a batch; override to change where teacher knowledge comes from.
 
         Cached logits (a `teacher_logits` column) are used as they are; a top-k cache's `TopKTeacherOutputs` is the raw
-        output, its logits filled in by `compute_loss`. Otherwise the live teacher runs without autograd, if any.
+        output (the batch's `teacher_topk`: the terms take the cached support). Otherwise the live teacher runs
+        without autograd, if any.
         """
         if cached_logits is not None:
             return (None, cached_logits) if isinstance(cached_logits, TopKTeacherOutputs) else (cached_logits, None)

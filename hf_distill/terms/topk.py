@@ -33,7 +33,7 @@ class TopKTeacherOutputs:
     @cached_property
     def max_index(self) -> int:
         """The largest cached class id (-1 for none): read from the device once per batch, by whichever needs it
-        first (:meth:`logits` and :func:`topk_soft_term_loss` both do)."""
+        first (:meth:`check_classes`, which the trainer calls, and :func:`topk_support`)."""
         return int(self.indices.max()) if self.indices.numel() else -1
 
     def check_classes(self, num_classes: int) -> None:
