@@ -1,4 +1,5 @@
-"""Which `checkpoint-<step>` folders of a run are complete enough to resume training from."""
+"""Which `checkpoint-<step>` folders of a run are complete enough to resume training from, and the trainer's resume
+from the newest of them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import re
 import zipfile
+from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from transformers.trainer import OPTIMIZER_NAME, OPTIMIZER_NAME_BIN, SCHEDULER_NAME, TRAINER_STATE_NAME
@@ -133,3 +135,24 @@ def last_complete_checkpoint(output_dir: str | os.PathLike, with_optimizer: bool
             return folder
         logger.warning(f"Skipping incomplete checkpoint {folder}: {'; '.join(missing)}.")
     return None
+
+
+class CompleteCheckpointResumeMixin:
+    """Mixed into [`DistillationTrainer`]: `resume_from_checkpoint=True` resumes from the newest complete one."""
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, where `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint.
+
+        A checkpoint folder left half-written (a run stopped while saving, a full disk) is skipped with a warning
+        naming it and what it lacks (see `missing_checkpoint_files`), where the Trainer would pick it and fail.
+        DeepSpeed and FSDP checkpoints have their own layouts and are left to the Trainer.
+
+        Raises:
+            ValueError: `resume_from_checkpoint=True` and `output_dir` holds no complete checkpoint, as the Trainer
+                raises when it holds none at all.
+        """
+        if resume_from_checkpoint is True and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, not self.args.save_only_model)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        return super().train(resume_from_checkpoint, *args, **kwargs)

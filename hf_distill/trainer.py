@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainingArguments
 
 from .cache_training import CachedTeacherMixin
-from .checkpoints import last_complete_checkpoint
+from .checkpoints import CompleteCheckpointResumeMixin
 from .config import DistillationTrainingArguments
 from .feature_training import FeatureTermsMixin
 from .hub.trainer_mixin import HubExportMixin
@@ -31,7 +31,9 @@ from .validation import check_dataset, check_single_logit, check_teacher_logits,
 from .vocabularies import compared_vocab_size
 
 
-class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, HubExportMixin, Trainer):
+class DistillationTrainer(
+    FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, CompleteCheckpointResumeMixin, HubExportMixin, Trainer
+):
     """A drop-in `transformers.Trainer` that distils a frozen `teacher_model` into the trained `model` (the student).
 
     The loss is a weighted sum of named terms, by default (Hinton et al., 2015)
@@ -276,23 +278,6 @@ class DistillationTrainer(FeatureTermsMixin, OnPolicyMixin, CachedTeacherMixin, 
             else:
                 logits, loss = forward_model(model, inputs)[0], None
         return loss, (None if prediction_loss_only else logits.detach()), None
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """`Trainer.train`, where `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint.
-
-        A checkpoint folder left half-written (a run stopped while saving, a full disk) is skipped with a warning
-        naming it and what it lacks (see `hf_distill.checkpoints.missing_checkpoint_files`), where the Trainer would
-        pick it and fail. DeepSpeed and FSDP checkpoints have their own layouts and are left to the Trainer.
-
-        Raises:
-            ValueError: `resume_from_checkpoint=True` and `output_dir` holds no complete checkpoint, as the Trainer
-                raises when it holds none at all.
-        """
-        if resume_from_checkpoint is True and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir, not self.args.save_only_model)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
-        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ---- Data ----
 

@@ -307,3 +307,36 @@ def test_cli_card_writes_readme_once(timm_output_dir: Path, capsys) -> None:
     assert main(["card", str(timm_output_dir)]) == 2
     assert "--force" in capsys.readouterr().err
     assert main(["card", str(timm_output_dir), "--force"]) == 0
+
+
+def test_trainer_card_names_each_teacher_of_an_ensemble_and_how_they_are_mixed(tmp_path: Path) -> None:
+    import timm
+
+    teachers = [timm.create_model("test_convnext", num_classes=3), timm.create_model("test_resnet", num_classes=3)]
+    args = make_args(tmp_path / "out", teacher_weights=[3.0, 1.0])
+    student = timm.create_model("test_resnet", num_classes=3)
+    trainer = DistillationTrainer(model=student, teacher_model=teachers, args=args)
+    trainer.create_model_card(model_name="student")
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    validate_model_card(card)
+    assert "TeacherEnsemble" not in card.text and card.data.base_model is None
+    expected = "`test_convnext + test_resnet` (an ensemble of 2 teachers, their tempered probabilities mixed "
+    expected += "0.75, 0.25)"
+    assert f"| Teacher | {expected} |" in card.text
+    teacher_line = next(line for line in card.text.splitlines() if line.startswith("| Teacher ("))
+    assert f"{sum(count_parameters(t) for t in teachers) / 1e3:.2f}K" in teacher_line
+
+
+def test_card_describes_a_routed_ensemble_and_names_one_teacher_as_itself() -> None:
+    import timm
+
+    from hf_distill.hub.card_info import _teacher_identity
+    from hf_distill.teachers import TeacherEnsemble
+
+    members = {"cnn": timm.create_model("test_convnext", num_classes=3), "res": timm.create_model("test_resnet")}
+    routed = TeacherEnsemble(members, route_column="teacher")
+    assert _teacher_identity(routed) == (
+        "test_convnext + test_resnet",
+        "an ensemble of 2 teachers, each example routed to one by `teacher`",
+    )
+    assert _teacher_identity(TeacherEnsemble([members["res"]])) == ("test_resnet", None)

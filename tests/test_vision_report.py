@@ -293,3 +293,14 @@ def test_report_states_the_method_of_each_row_and_every_generation(tmp_path):
         summary.splitlines()[1].startswith("method dkd+at: dkd (")
         and "generation 2 (teacher: generation 1)" in summary
     )
+
+
+def test_summary_keeps_a_long_architecture_name_whole():
+    report = _report()
+    long_name = "sentence-transformers/all-MiniLM-L6-v2-student"
+    report["models"]["student_distilled"]["model_name"] = long_name
+    lines = format_summary(report).splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    row = next(line for line in lines if long_name in line)
+    assert row.index(long_name) == header.index("architecture")
+    assert row.index("100") < header.index("params") + len("params") <= row.index("100") + len("100") + 1

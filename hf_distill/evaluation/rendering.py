@@ -203,13 +203,15 @@ def format_summary(report: dict[str, Any], output_dir: str | None = None) -> str
     lines = [f"Distillation on {report['dataset']} ({report['device']})", ""]
     if report.get("method"):
         lines[1:1] = [f"method {describe_method(report['method'])}"]
-    lines.append(f"{'model':<22}{'architecture':<28}{'params':>11}{'MB':>8}{'acc %':>16}{'agree %':>9}{'ms/ex':>8}")
+    width = max(28, 1 + max(len(e["model_name"]) for e in models.values()))  # long names kept whole
+    header = f"{'params':>11}{'MB':>8}{'acc %':>16}{'agree %':>9}{'ms/ex':>8}"
+    lines.append(f"{'model':<22}{'architecture':<{width}}{header}")
     for role, e in models.items():
         params = num(e.get("parameters"), ",")
         size = num(e.get("size_mb"), ".2f")
         lat = num(e.get("latency_ms"), ".2f")
         lines.append(
-            f"{ROLE_TITLES.get(role, role):<22}{e['model_name'][:27]:<28}{params:>11}{size:>8}"
+            f"{ROLE_TITLES.get(role, role):<22}{e['model_name']:<{width}}{params:>11}{size:>8}"
             f"{pct(e['accuracy'], e.get('accuracy_std')):>16}{pct(e.get('agreement')):>9}{lat:>8}"
         )
     if report.get("settings"):

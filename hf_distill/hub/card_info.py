@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import ModelCard
+from torch import nn
 
 from ..modeling import count_parameters
 from .card import (
@@ -24,7 +25,6 @@ from .files import CONFIG_NAME, HF_DISTILL_CONFIG_KEY, README_NAME, WEIGHTS_NAME
 from .timm_format import _unwrap, is_timm_model
 
 if TYPE_CHECKING:
-    from torch import nn
     from transformers import Trainer
 
 REPORT_NAME = "report.json"
@@ -58,7 +58,9 @@ def card_info_from_trainer(trainer: Trainer, output_dir: str, **kwargs: Any) -> 
     teacher = _unwrap(teacher) if teacher is not None else None
     repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id
     info = _student_info(student, kwargs.get("model_name") or _name_from(repo_id, output_dir), repo_id)
-    info.teacher_id = kwargs.get("finetuned_from") or (_model_id(teacher) if teacher is not None else None)
+    if teacher is not None:
+        info.teacher_id, info.teacher_origin = _teacher_identity(teacher)
+    info.teacher_id = kwargs.get("finetuned_from") or info.teacher_id
     info.alpha, info.temperature = getattr(args, "alpha", None), getattr(args, "temperature", None)
     method = getattr(args, "distillation_method", "kd")  # the teacher term: Hinton's soft targets, DKD or DIST
     info.loss = getattr(args, "distillation_loss", None) if method == "kd" else method
@@ -167,6 +169,23 @@ def _auto_class(architecture: str) -> tuple[str, str | None]:
         if architecture.endswith(suffix):
             return auto_class, task
     return "AutoModel", None
+
+
+def _teacher_identity(teacher: nn.Module) -> tuple[str, str | None]:
+    """The teacher's id, and how several teachers are combined (a `TeacherEnsemble`, known by its `teachers`
+    ModuleDict; one teacher alone is named as itself): `("resnet50 + vit_small", "an ensemble of 2 teachers ...")`."""
+    members = getattr(teacher, "teachers", None)
+    if not isinstance(members, nn.ModuleDict):
+        return _model_id(teacher), None
+    ids = [_model_id(_unwrap(member)) for member in members.values()]
+    if len(ids) == 1:
+        return ids[0], None
+    route = getattr(teacher, "route_column", None)
+    if route is not None:
+        return " + ".join(ids), f"an ensemble of {len(ids)} teachers, each example routed to one by `{route}`"
+    weights = list(getattr(teacher, "weights", None) or [1.0] * len(ids))
+    shares = ", ".join(f"{weight / sum(weights):.2g}" for weight in weights)
+    return " + ".join(ids), f"an ensemble of {len(ids)} teachers, their tempered probabilities mixed {shares}"
 
 
 def _model_id(model: nn.Module) -> str:
