@@ -178,7 +178,8 @@ class DistillationTrainer(
         if batch.has_teacher:
             check_single_logit(batch.student_logits.shape[-1], self.loss_terms[0].weight, self.args.distillation_loss)
             teacher = topk_support(batch)[0] if batch.teacher_topk is not None else batch.teacher_logits
-            check_teacher_logits(teacher, batch.soft_mask, self.state.global_step)
+            maximum = check_teacher_logits(teacher, batch.soft_mask, self.state.global_step)
+            batch.teacher_max = maximum if batch.teacher_topk is None else None
         loss = self._weighted_sum(batch, num_items_in_batch, training=model.training)
         self._clear_features()
         if not model.training:

@@ -118,17 +118,19 @@ def check_single_logit(num_classes: int | None, soft_weight: float, divergence: 
         )
 
 
-def check_teacher_logits(teacher_logits: Tensor, mask: Tensor | None, step: int) -> None:
-    """Raise if the teacher's logits hold NaN or +inf, or are -inf for every class, at a position that counts.
+def check_teacher_logits(teacher_logits: Tensor, mask: Tensor | None, step: int) -> Tensor:
+    """Raise if the teacher's logits hold NaN or +inf, or are -inf for every class, at a position that counts;
+    return their maximum per position `(...)`, which the chunked forward KL then need not compute again.
 
     A `-inf` logit for some classes is allowed (a masked vocabulary: see `hf_distill.losses.tempered_log_probs`).
     One reduction over the classes and one synchronisation per step.
     """
-    bad = ~torch.isfinite(teacher_logits.detach().amax(-1))  # (...) NaN, +inf, or -inf everywhere
+    maximum = teacher_logits.detach().amax(-1)
+    bad = ~torch.isfinite(maximum)  # (...) NaN, +inf, or -inf everywhere
     if mask is not None:
         bad &= mask.bool()
     if not bad.any():
-        return
+        return maximum
     has_nan = torch.isnan(teacher_logits.detach()).any(-1)[bad].sum().item()
     raise ValueError(
         f"At step {step} the teacher's logits are NaN, +inf or -inf for every class at {int(bad.sum())} of "

@@ -77,6 +77,25 @@ def test_loss_is_token_level_with_the_causal_shift(args_factory):
         torch.testing.assert_close(student_only.compute_loss(student, batch), own)
 
 
+@pytest.mark.parametrize("alpha", [0.6, 1.0])  # the soft-and-hard pair, and the soft loss alone
+def test_the_forward_kl_takes_the_teachers_maximum_from_the_trainers_check(args_factory, monkeypatch, alpha):
+    from hf_distill.losses import chunked_kl
+
+    taken, original = [], chunked_kl.forward_kl_chunk
+
+    def recording(student, teacher, temperature, buffers, teacher_max=None):
+        taken.append((teacher_max, teacher.amax(-1)))
+        return original(student, teacher, temperature, buffers, teacher_max)
+
+    monkeypatch.setattr(chunked_kl, "forward_kl_chunk", recording)
+    teacher, student = _teacher_and_student()
+    args = args_factory(alpha=alpha, loss_chunk_size=4)
+    DistillationTrainer(model=student, teacher_model=teacher, args=args).compute_loss(
+        student, _batch(_padded_lm_dataset())
+    )
+    assert taken and all(known is not None and torch.equal(known, computed) for known, computed in taken)
+
+
 def test_training_the_gpt2_student_lowers_the_loss(args_factory):
     teacher, student = _teacher_and_student()
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}

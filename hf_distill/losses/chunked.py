@@ -30,6 +30,7 @@ def chunked_soft_target_loss(
     reduction: Reduction = "mean",
     jsd_beta: float = 0.5,
     chunk_size: int | None = None,
+    teacher_max: Tensor | None = None,
 ) -> Tensor:
     r"""Soft-target loss :math:`T^2 \, D(p_t^T, p_s^T)` of :func:`~hf_distill.losses.soft_target_loss`, computed
     `chunk_size` positions at a time.
@@ -55,6 +56,8 @@ def chunked_soft_target_loss(
         chunk_size: positions per chunk. `None` takes 1/32 of the positions, and at most 2²¹ / V of them (8 MiB
             per float32 chunk tensor), which bounds the extra memory to 0.2 to 0.4 float32 logits tensors, and to 50
             to 110 MiB for large inputs.
+        teacher_max: optional `(...)`, the teacher's maximum logit per position where it is known (see
+            :func:`hf_distill.validation.check_teacher_logits`), which the forward KL then does not compute again.
 
     Returns:
         A scalar, or `(...)` for `reduction="none"`, in float32.
@@ -64,7 +67,7 @@ def chunked_soft_target_loss(
     check_logit_shapes(student_logits, teacher_logits)
     divergence_fn = get_divergence(divergence, jsd_beta)
 
-    def per_position_fn(student: Tensor, teacher: Tensor) -> Tensor:
+    def per_position_fn(student: Tensor, teacher: Tensor, *known_max: Tensor) -> Tensor:
         return divergence_fn(student, teacher, temperature) * temperature**2
 
     if divergence != "forward_kl":
@@ -73,8 +76,22 @@ def chunked_soft_target_loss(
         )
     chunk_size = checked_chunk_size(student_logits, mask, reduction, chunk_size)
     kernel = ForwardKLKernel(temperature, per_position_fn)
-    values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, teacher_logits.detach())
+    teachers = [teacher_logits.detach(), *known_teacher_max(student_logits, teacher_max)]
+    values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, *teachers)
     return reduce_loss(values, mask, reduction)
+
+
+def known_teacher_max(student_logits: Tensor, teacher_max: Tensor | None) -> list[Tensor]:
+    """`[teacher_max (..., 1)]` for the forward KL's kernel, or `[]`; an error if it is not one number per position
+    of the `(..., V)` logits."""
+    if teacher_max is None:
+        return []
+    if teacher_max.shape != student_logits.shape[:-1]:
+        raise ValueError(
+            f"teacher_max of shape {tuple(teacher_max.shape)} must hold one number per position of logits of shape "
+            f"{tuple(student_logits.shape)}."
+        )
+    return [teacher_max.detach().unsqueeze(-1)]
 
 
 def chunked_per_position_loss(

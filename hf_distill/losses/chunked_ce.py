@@ -90,12 +90,26 @@ class CrossEntropyKernel:
         return values, torch.stack([maximum, log_z])
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
-        (labels,), smoothing = teachers, self.label_smoothing
         probs = softmax_into(student, statistics[0], statistics[1], 1.0, out)
-        if smoothing:
-            probs.sub_(smoothing / student.shape[-1])
-        probs.scatter_add_(-1, labels, probs.new_full(labels.shape, -(1.0 - smoothing)))
+        self._subtract_targets(probs, teachers[0], probs.new_ones(()))
         probs.mul_(weights.unsqueeze(-1))
+
+    def add_gradient(
+        self, student: Tensor, labels: Tensor, statistics: Tensor, weights: Tensor, out: Tensor, scratch: Tensor
+    ) -> None:
+        """Add the gradient `(n, V)` of `sum(weights * values)` into `out` (float32), the softmax written in `scratch`
+        first: one pass fewer than writing the gradient apart and adding it."""
+        probs = softmax_into(student, statistics[0], statistics[1], 1.0, scratch)
+        out.addcmul_(probs, weights.unsqueeze(-1))
+        self._subtract_targets(out, labels, weights.unsqueeze(-1))
+
+    def _subtract_targets(self, out: Tensor, labels: Tensor, scale: Tensor) -> None:
+        """Subtract `scale` times the smoothed targets, :math:`(1 - \\varepsilon) \\mathrm{onehot}(y) + \\varepsilon
+        / V`, from `out` `(n, V)`; `scale` is `(n, 1)` or a number."""
+        smoothing = self.label_smoothing
+        if smoothing:
+            out.sub_(scale * (smoothing / out.shape[-1]))
+        out.scatter_add_(-1, labels, (scale * -(1.0 - smoothing)).expand(labels.shape).to(out.dtype))
 
     def reference(self, student: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(

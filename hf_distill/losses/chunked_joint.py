@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunked import checked_chunk_size
+from .chunked import checked_chunk_size, known_teacher_max
 from .chunked_ce import CrossEntropyKernel, checked_class_labels, cross_entropy_values
 from .chunked_kl import ForwardKLKernel, TopKBucketKLKernel
 from .chunks import ChunkKernel, hand_derived_chunks
@@ -45,6 +45,7 @@ def chunked_soft_and_hard_losses(
     mask: Tensor | None = None,
     chunk_size: int | None = None,
     ignore_index: int = IGNORE_INDEX,
+    teacher_max: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The soft loss :math:`T^2 \, \mathrm{KL}(p_t^T \| p_s^T)` and the cross-entropy per position, `chunk_size`
     positions at a time: the values and gradients of :func:`~hf_distill.losses.chunked_soft_target_loss` (forward
@@ -59,6 +60,8 @@ def chunked_soft_and_hard_losses(
         label_smoothing: ε in [0, 1) of the cross-entropy.
         mask: optional boolean `(...)`: chunks with no true position are skipped (values and gradient 0).
         chunk_size: positions per chunk, `None` for :func:`~hf_distill.losses.chunks.default_chunk_size`.
+        teacher_max: optional `(...)`, the teacher's maximum logit per position where it is known (see
+            :func:`hf_distill.validation.check_teacher_logits`), not computed again.
 
     Returns:
         `(soft, hard)`, each `(...)` in float32, from one autograd node.
@@ -67,11 +70,11 @@ def chunked_soft_and_hard_losses(
         raise ValueError(f"temperature must be > 0, got {temperature}.")
     check_logit_shapes(student_logits, teacher_logits)
 
-    def soft_reference(student: Tensor, teacher: Tensor) -> Tensor:
+    def soft_reference(student: Tensor, teacher: Tensor, *known_max: Tensor) -> Tensor:
         return forward_kl(student, teacher, temperature) * temperature**2
 
     soft = ForwardKLKernel(temperature, soft_reference)
-    teachers = [teacher_logits.detach()]
+    teachers = [teacher_logits.detach(), *known_teacher_max(student_logits, teacher_max)]
     return _together(soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index)
 
 
@@ -160,9 +163,10 @@ class SoftAndHardKernel:
         *soft_teachers, labels = teachers
         soft_statistics, hard_statistics = statistics[:-2], statistics[-2:]
         self.soft.gradient(student, soft_teachers, soft_statistics, weights[0], out, buffers, kept)
-        hard = buffers[0][: student.shape[0]]
-        CrossEntropyKernel(self.label_smoothing).gradient(student, [labels], hard_statistics, weights[1], hard, [])
-        out.add_(hard)
+        scratch = buffers[0][: student.shape[0]]
+        CrossEntropyKernel(self.label_smoothing).add_gradient(
+            student, labels, hard_statistics, weights[1], out, scratch
+        )
 
     def reference(self, student: Tensor, *teachers: Tensor) -> Tensor:
         *soft_teachers, labels = teachers

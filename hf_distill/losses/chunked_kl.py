@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .chunks import PerPositionFn, shifted_into, softmax_into
+from .chunks import PerPositionFn, log_sum_of_squares, row_dot, shifted_into, softmax_into
 from .divergences import log1mexp
 
 
 def forward_kl_chunk(
-    student: Tensor, teacher: Tensor, temperature: float, buffers: list[Tensor]
+    student: Tensor, teacher: Tensor, temperature: float, buffers: list[Tensor], teacher_max: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     r"""Values :math:`T^2 \, \mathrm{KL}(p_t^T \| p_s^T)` `(n,)` of `n` positions, and the statistics `(4, n)`
     (the student's and the teacher's max and log Z) from which :func:`forward_kl_chunk_gradient` rebuilds the
@@ -43,15 +43,17 @@ def forward_kl_chunk(
         student, teacher: `(n, V)` logits of any float dtype, without `-inf`.
         temperature: T > 0.
         buffers: three float32 tensors of at least `(n, V)`, overwritten.
+        teacher_max: the teacher's maximum `(n,)`, if known (then not computed again).
     """
     shifted_student, shifted_teacher, difference = (buffer[: student.shape[0]] for buffer in buffers)
-    student_max, teacher_max = student.amax(-1).float(), teacher.amax(-1).float()
+    student_max = student.amax(-1).float()
+    teacher_max = (teacher.amax(-1) if teacher_max is None else teacher_max).float()
     shifted_into(student, student_max, temperature, shifted_student)
     shifted_into(teacher, teacher_max, temperature, shifted_teacher)
     # a - b before exponentiating: the max-shifted logits keep it free of any constant offset of the logits.
     torch.sub(shifted_teacher, shifted_student, out=difference)
     student_z, teacher_z = shifted_student.exp_().sum(-1), shifted_teacher.exp_().sum(-1)
-    cross = torch.linalg.vecdot(shifted_teacher, difference) / teacher_z  # sum_c p_t (a - b)
+    cross = row_dot(shifted_teacher, difference, difference) / teacher_z  # sum_c p_t (a - b)
     student_log_z, teacher_log_z = student_z.log_(), teacher_z.log_()
     values = (cross - teacher_log_z + student_log_z) * temperature**2
     return values, torch.stack([student_max, student_log_z, teacher_max, teacher_log_z])
@@ -85,10 +87,13 @@ def forward_kl_chunk_gradient(
 @dataclass(frozen=True)
 class ForwardKLKernel:
     """:func:`forward_kl_chunk` and its gradient as a :class:`~hf_distill.losses.chunks.ChunkKernel`; chunks whose
-    teacher has `-inf` logits (outside the support) go to `reference`, :func:`~hf_distill.losses.forward_kl` times
-    T², which renormalises the student over the support. With a `partial` gradient to start, the forward pass writes
-    :math:`T (p_s^T - p_t^T)` from the exponentials it has at hand, and the backward pass only weighs it: two
-    exponentials per element in all instead of four."""
+    teacher has `-inf` logits (outside the support), known by their values coming out NaN, go to `reference`,
+    :func:`~hf_distill.losses.forward_kl` times T², which renormalises the student over the support. With a
+    `partial` gradient to start, the forward pass writes :math:`T (p_s^T - p_t^T)` from the exponentials it has at
+    hand, and the backward pass only weighs it: two exponentials per element in all instead of four.
+
+    The teacher tensors are its logits `(n, V)` and, optionally, their maximum per position `(n, 1)`, known where the
+    teacher's logits were checked; `reference` takes both."""
 
     temperature: float
     reference: PerPositionFn
@@ -100,15 +105,19 @@ class ForwardKLKernel:
     def values(
         self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
     ) -> tuple[Tensor, Tensor] | None:
-        (teacher,) = teachers
-        if torch.isneginf(teacher.amin(-1)).any():  # a row minimum: 3 times cheaper than isneginf(teacher)
+        teacher, *known_max = teachers  # the teacher's logits, and their maximum `(n, 1)` where known
+        teacher_max = known_max[0].squeeze(-1) if known_max else None
+        values, statistics = forward_kl_chunk(student, teacher, self.temperature, buffers, teacher_max)
+        if not torch.isfinite(values).all():  # a teacher's -inf makes its term 0 * -inf: no pass spent looking
             return None
-        values, statistics = forward_kl_chunk(student, teacher, self.temperature, buffers)
         if partial is not None:  # T (p_s^T - p_t^T), from the exponentials left in the first two buffers
             student_exps, teacher_exps = (buffer[: student.shape[0]] for buffer in buffers[:2])
             student_log_z, teacher_log_z = statistics[1], statistics[3]
-            torch.mul(student_exps, (self.temperature * torch.exp(-student_log_z)).unsqueeze(-1), out=partial)
-            partial.addcmul_(teacher_exps, (-self.temperature * torch.exp(-teacher_log_z)).unsqueeze(-1))
+            # T / Z_s (e_s - e_t Z_s / Z_t): exactly 0 where the student is the teacher, and `partial`, a chunk of a
+            # fresh gradient, written once.
+            teacher_exps.mul_(torch.exp(student_log_z - teacher_log_z).unsqueeze(-1))
+            scale = self.temperature * torch.exp(-student_log_z)
+            torch.sub(student_exps, teacher_exps, out=partial).mul_(scale.unsqueeze(-1))
         return values, statistics
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
@@ -120,12 +129,11 @@ class ForwardKLKernel:
     def untempered_log_z(self, statistics: Tensor, buffers: list[Tensor]) -> Tensor | None:
         r""":math:`\log \sum e^{z - \max z}` of the student at T = 1 `(n,)` after :meth:`values`, where it is at hand:
         at T = 1 in the statistics; at T = 2 from the exponentials :math:`e = e^{(z - \max z) / 2}` left in the
-        first buffer, whose squares are :math:`e^{z - \max z}` (a dot product instead of a pass of exponentials)."""
+        first buffer, whose squares are :math:`e^{z - \max z}` (a norm instead of a pass of exponentials)."""
         if self.temperature == 1.0:
             return statistics[1]
         if self.temperature == 2.0:
-            exps = buffers[0][: statistics.shape[1]]
-            return torch.linalg.vecdot(exps, exps).log_()
+            return log_sum_of_squares(buffers[0][: statistics.shape[1]])
         return None
 
 
@@ -236,6 +244,5 @@ def _split_log_sums(
     inside = exps.gather(-1, indices)
     exps.scatter_(-1, indices, 0.0)
     sums = [inside.sum(-1), exps.sum(-1)]
-    if squares:
-        sums += [inside.square().sum(-1), torch.linalg.vecdot(exps, exps)]
-    return [total.log_() for total in sums]
+    logs = [total.log_() for total in sums]
+    return logs + [log_sum_of_squares(inside), log_sum_of_squares(exps)] if squares else logs

@@ -56,15 +56,34 @@ def differentiate_chunk(
 
 
 def shifted_into(logits: Tensor, maximum: Tensor, temperature: float, out: Tensor) -> Tensor:
-    """Write :math:`(z - \\max z) / T` `(n, V)` into `out` (float32) and return it; `maximum` is `(n,)`."""
-    torch.sub(logits, maximum.unsqueeze(-1), out=out)
-    return out if temperature == 1.0 else out.div_(temperature)
+    """Write :math:`(z - \\max z) / T` `(n, V)` into `out` (float32) and return it; `maximum` is `(n,)`.
+
+    Where :math:`1 / T` is a power of two (T = 1, 2, 4, ...), in one pass, :math:`z / T - \\max z / T` by `torch.add`
+    with `alpha`, which rounds exactly as subtracting and then dividing would (both divisions are exact); at other T
+    in those two passes, which keep logits far from 0 as precise as near it.
+    """
+    if math.frexp(temperature)[0] == 0.5:
+        return torch.add((maximum / -temperature).unsqueeze(-1), logits, alpha=1.0 / temperature, out=out)
+    return torch.sub(logits, maximum.unsqueeze(-1), out=out).div_(temperature)
 
 
 def softmax_into(logits: Tensor, maximum: Tensor, log_z: Tensor, temperature: float, out: Tensor) -> Tensor:
     """Write :math:`\\mathrm{softmax}(z / T)` `(n, V)` into `out` (float32) and return it, from `max z` and
     :math:`\\log Z = \\log \\sum e^{(z - \\max z) / T}`, both `(n,)`, as a kernel's forward pass kept them."""
     return shifted_into(logits, maximum, temperature, out).sub_(log_z.unsqueeze(-1)).exp_()
+
+
+def log_sum_of_squares(rows: Tensor) -> Tensor:
+    """:math:`\\log \\sum_c x_c^2` of each row `(n,)` of `(n, V)` rows: twice the log of their norm, one pass that
+    reads them and writes nothing (a product then a sum would write a chunk-sized tensor)."""
+    return torch.linalg.vector_norm(rows, dim=-1).log_().mul_(2.0)
+
+
+def row_dot(first: Tensor, second: Tensor, scratch: Tensor) -> Tensor:
+    """The dot product of each row `(n,)` of two `(n, V)` float32 tensors, their product written into `scratch`
+    (`(n, V)`, which may be one of them): `torch.linalg.vecdot` allocates that product afresh, and on a CPU a fresh
+    tensor of a chunk's size costs more to fault in than the product does to compute."""
+    return torch.mul(first, second, out=scratch).sum(-1)
 
 
 class ChunkKernel(Protocol):

@@ -59,6 +59,9 @@ class DistillationBatch:
             its name here takes them (see :func:`hf_distill.terms.logits.share_soft_and_hard`).
         teacher_topk: a top-k cache's batch (:class:`~hf_distill.terms.TopKTeacherOutputs`, at the positions of the
             logits), or `None`. The soft term takes its loss on the cached support.
+        teacher_max: the teacher's maximum logit per position `(...)` where the trainer's check of its logits has
+            computed it (see :func:`hf_distill.validation.check_teacher_logits`), or `None`; the chunked forward KL
+            takes it instead of computing it again.
     """
 
     inputs: dict[str, Any]
@@ -74,6 +77,7 @@ class DistillationBatch:
     step: int = 0
     shared_values: dict[str, Tensor] = field(default_factory=dict)
     teacher_topk: Any = None
+    teacher_max: Tensor | None = None
 
     @property
     def has_teacher(self) -> bool:

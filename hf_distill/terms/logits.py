@@ -74,6 +74,7 @@ class SoftTargetTerm:
                 reduction="none",
                 jsd_beta=self.jsd_beta,
                 chunk_size=self.chunk_size or None,
+                teacher_max=None if self.standardize else batch.teacher_max,
             )
         return soft_target_loss(
             student_logits, teacher_logits, self.temperature, self.divergence, reduction="none", jsd_beta=self.jsd_beta
@@ -149,7 +150,9 @@ def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None
         "chunk_size": soft.chunk_size or None,
     }
     if topk is None:
-        values = chunked_soft_and_hard_losses(logits, batch.teacher_logits, labels, **options)
+        values = chunked_soft_and_hard_losses(
+            logits, batch.teacher_logits, labels, teacher_max=batch.teacher_max, **options
+        )
     else:
         values = chunked_topk_soft_and_hard_losses(logits, *topk_support(batch), labels, **options)
     batch.shared_values.update({soft.name: values[0], hard.name: values[1]})
