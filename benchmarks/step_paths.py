@@ -287,8 +287,9 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         ratio = statistics.median(times[EXP] / times["plain, Trainer"] for times in rounds)
         print(
             f"    {EXP}: {median(EXP) * 1e3:.1f} ms, {ratio:.3f} of a plain Trainer step (the soft and hard "
-            "losses together, per element: forward KL 2 in the forward pass and 1 in the backward, top-k bucket 1 "
-            "and 1; each 1 more in the forward pass at T other than 1 and 2)"
+            "losses together, per element: forward KL 2 in the forward pass and none in the backward (the trainer "
+            "announces the weights), top-k bucket 1 and 1; at T other than 1 and 2, 1 more in the forward pass and "
+            "forward KL 1 in the backward)"
         )
     print_targets(rounds, setting)
 

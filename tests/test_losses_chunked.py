@@ -295,18 +295,20 @@ def _soft_and_hard(
 @pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0, 3.0])  # 2: the log Z at T = 1 from squares
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("offset", [0.0, 300.0])
-def test_soft_and_hard_together_equal_hintons_two_losses_in_float64(temperature, label_smoothing, offset):
+@pytest.mark.parametrize("announced", [False, True])  # at T = 1 and 2 the whole gradient in the forward pass
+def test_soft_and_hard_together_equal_hintons_two_losses_in_float64(temperature, label_smoothing, offset, announced):
     # Against the definitions in float64: T^2 KL(p_t^T || p_s^T), the label-smoothed cross-entropy, and the gradient
-    # w_s T (p_s^T - p_t^T) + w_h (p_s - (1 - eps) onehot - eps / V), with weights per position and loss. Chunks of
-    # 4 over 2 x 9 positions: ignored labels scattered, and positions 4..7 wholly ignored (a skipped chunk).
+    # w_s T (p_s^T - p_t^T) + w_h (p_s - (1 - eps) onehot - eps / V), with weights per position and loss, announced
+    # or not. Chunks of 4 over 2 x 9 positions: ignored labels scattered, positions 4..7 wholly ignored (skipped).
     student, teacher = _logits(2, 9, 40, seed=1) + offset, _logits(2, 9, 40, seed=2) - offset
     labels = torch.randint(40, (2, 9), generator=torch.Generator().manual_seed(3))
     labels[torch.rand(2, 9, generator=torch.Generator().manual_seed(4)) < 0.2] = -100
     labels[0, 4:8] = -100
     counted = labels != -100
     weights = torch.rand(2, 2, 9, generator=torch.Generator().manual_seed(5))
+    expected = {"expected_weights": weights * counted} if announced else {}
     soft, hard, gradient = _soft_and_hard(
-        student, teacher, labels, weights, temperature, label_smoothing, mask=counted, chunk_size=4
+        student, teacher, labels, weights, temperature, label_smoothing, mask=counted, chunk_size=4, **expected
     )
     log_q, log_p = (F.log_softmax(z.double() / temperature, dim=-1) for z in (student, teacher))
     log_q1 = F.log_softmax(student.double(), dim=-1)
@@ -383,6 +385,42 @@ def test_a_known_teacher_max_gives_the_same_values_and_gradients_bit_for_bit(dty
         torch.testing.assert_close(known, without, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"teacher_max of shape \(3, 8\) must hold one number per position"):
         chunked_soft_and_hard_losses(student[:, :-1], teacher, labels, teacher_max=student.amax(-1))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 3.0])
+def test_announced_weights_change_the_time_not_the_gradient(temperature, monkeypatch):
+    # At T = 1 and 2 the forward pass writes the gradient for the announced weights, and the backward pass hands it
+    # out as it is (the weights announced), scaled (times a loss scale) or computes it anew (other weights: one soft
+    # weight doubled, in one chunk of three). At T = 3 it always computes it in the backward pass.
+    from hf_distill.losses import chunked_ce
+
+    recomputed, original = [], chunked_ce.CrossEntropyKernel.add_gradient
+
+    def recording(self, *args, **kwargs):
+        recomputed.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(chunked_ce.CrossEntropyKernel, "add_gradient", recording)
+    student, teacher = _logits(3, 7, 20, seed=1), _logits(3, 7, 20, seed=2)
+    labels = torch.randint(20, (3, 7), generator=torch.Generator().manual_seed(3))
+    labels[2, 1] = -100
+    counted = labels != -100
+    announced = torch.rand(2, 3, 7, generator=torch.Generator().manual_seed(4)) * counted
+    other = announced.clone()
+    other[0, 1, 4] *= 2.0
+    options = {"mask": counted, "chunk_size": 3}
+    for weights, chunks_anew, scale in ((announced, 0, 1.0), (announced * 1024.0, 0, 1024.0), (other, 1, 1.0)):
+        recomputed.clear()
+        reference = _soft_and_hard(student, teacher, labels, weights, temperature, 0.1, **options)
+        recomputed.clear()
+        fast = _soft_and_hard(
+            student, teacher, labels, weights, temperature, 0.1, **options, expected_weights=announced
+        )
+        assert len(recomputed) == (chunks_anew if temperature in (1.0, 2.0) else 7)  # 21 positions, 7 chunks
+        for value, expected in zip(fast, reference, strict=True):
+            torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7 * scale)
+    with pytest.raises(ValueError, match=r"expected_weights of shape \(3, 7\) must be \(2, 3, 7\)"):
+        chunked_soft_and_hard_losses(student, teacher, labels, expected_weights=announced[0])
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 2.5])

@@ -44,7 +44,10 @@ def test_auto_chunking_takes_large_token_level_logits_only():
         ("jsd", 0.5, 0.1),
     ],
 )
-def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(args_factory, divergence, alpha, label_smoothing):
+@pytest.mark.parametrize("temperature", [4.0, 2.0])  # at 2 the pair's whole gradient in the forward pass
+def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(
+    args_factory, divergence, alpha, label_smoothing, temperature
+):
     # With both terms and the forward KL, the soft and hard losses are computed together (share_soft_and_hard).
     batch = {key: torch.as_tensor(value) for key, value in _padded_lm_dataset()[:8].items()}
     gradients = []
@@ -55,6 +58,7 @@ def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(args_factory,
             distillation_loss=divergence,
             alpha=alpha,
             label_smoothing_factor=label_smoothing,
+            temperature=temperature,
         )
         trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
         assert trainer.loss_terms[0].chunk_size == chunk_size
@@ -68,7 +72,19 @@ def test_chunked_soft_loss_in_the_trainer_gives_the_same_gradients(args_factory,
         torch.testing.assert_close(chunked, plain, rtol=1e-6, atol=1e-6)
 
 
-def test_chunked_soft_loss_trains_the_same_weights(args_factory):
+@pytest.mark.parametrize(("temperature", "accumulation"), [(4.0, 1), (2.0, 2), (1.0, 1)])
+def test_chunked_soft_loss_trains_the_same_weights(args_factory, monkeypatch, temperature, accumulation):
+    # At T = 1 and 2 the trainer announces the weights of the soft and hard pair (the terms' weights over the
+    # Trainer's label count of the accumulated batch), so the backward pass never computes the gradient anew.
+    from hf_distill.losses import chunked_ce
+
+    recomputed, original = [], chunked_ce.CrossEntropyKernel.add_gradient
+
+    def recording(self, *args, **kwargs):
+        recomputed.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(chunked_ce.CrossEntropyKernel, "add_gradient", recording)
     dataset = _padded_lm_dataset()
     runs = []
     for chunk_size in (0, 5):
@@ -79,12 +95,19 @@ def test_chunked_soft_loss_trains_the_same_weights(args_factory):
             # SGD: an update proportional to the gradient. Adam divides each gradient by its running scale, so the
             # float rounding in which the chunked forward KL's hand-derived gradient differs from autograd's would
             # move weights with near-zero gradients by up to the learning rate.
-            args=args_factory(loss_chunk_size=chunk_size, optim="sgd", learning_rate=0.5),
+            args=args_factory(
+                loss_chunk_size=chunk_size,
+                optim="sgd",
+                learning_rate=0.5,
+                temperature=temperature,
+                gradient_accumulation_steps=accumulation,
+            ),
             train_dataset=dataset,
         )
         trainer.train()
         losses = [(log["loss"], log["soft_loss"]) for log in trainer.state.log_history if "soft_loss" in log]
         runs.append((losses, {name: p.detach().clone() for name, p in student.named_parameters()}))
+    assert (len(recomputed) == 0) == (temperature in (1.0, 2.0))
     (plain_losses, plain_weights), (chunked_losses, chunked_weights) = runs
     assert len(plain_losses) == 3
     torch.testing.assert_close(torch.tensor(chunked_losses), torch.tensor(plain_losses), rtol=1e-6, atol=1e-6)

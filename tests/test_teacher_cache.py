@@ -22,6 +22,7 @@ from hf_distill.teachers import (
     merge_cache_shards,
     read_cache_record,
 )
+from hf_distill.teachers.cache_columns import as_run
 from hf_distill.teachers.cache_record import check_cache_for_training
 
 TOLERANCE = 1e-6
@@ -286,6 +287,27 @@ def test_the_size_of_a_top_k_cache_per_token():
     assert size["tokens"] == 40 and size["examples"] == 4
     # float16 values and int32 ids per token, plus under one byte per token of per-example list offsets.
     assert 8 * (2 + 4) < size["bytes_per_token"] < 8 * (2 + 4) + 1
+
+
+def test_the_fingerprint_of_a_cache_follows_what_made_it():
+    # `datasets` keys its caches (of `map`, ...) on fingerprints: the cache's comes from the dataset's, the teacher's
+    # weights and the settings (not from hashing the stored outputs, which takes longer than computing them).
+    rows, teacher = lm_dataset(n=4), tiny_gpt2(seed=1)
+    first, again = (cache_teacher_outputs(teacher, rows, top_k=4) for _ in range(2))
+    assert first._fingerprint == again._fingerprint
+    others = [
+        cache_teacher_outputs(tiny_gpt2(seed=2), rows, top_k=4),
+        cache_teacher_outputs(teacher, rows, top_k=3),
+        cache_teacher_outputs(teacher, rows, top_k=4, dtype="float16"),
+        cache_teacher_outputs(teacher, rows.select(range(3)), top_k=4),
+    ]
+    assert len({first._fingerprint, *(other._fingerprint for other in others)}) == 5
+
+
+def test_positions_in_one_run_index_as_a_view():
+    assert as_run(torch.tensor([2, 3, 4])) == slice(2, 5)
+    holes = torch.tensor([0, 2, 3])
+    assert as_run(holes) is holes and as_run(torch.tensor([], dtype=torch.long)).numel() == 0
 
 
 def test_shards_computed_apart_and_merged_equal_one_pass(tmp_path):

@@ -91,7 +91,7 @@ class CrossEntropyKernel:
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
         probs = softmax_into(student, statistics[0], statistics[1], 1.0, out)
-        self._subtract_targets(probs, teachers[0], probs.new_ones(()))
+        self.subtract_targets(probs, teachers[0], probs.new_ones(()))
         probs.mul_(weights.unsqueeze(-1))
 
     def add_gradient(
@@ -101,9 +101,9 @@ class CrossEntropyKernel:
         first: one pass fewer than writing the gradient apart and adding it."""
         probs = softmax_into(student, statistics[0], statistics[1], 1.0, scratch)
         out.addcmul_(probs, weights.unsqueeze(-1))
-        self._subtract_targets(out, labels, weights.unsqueeze(-1))
+        self.subtract_targets(out, labels, weights.unsqueeze(-1))
 
-    def _subtract_targets(self, out: Tensor, labels: Tensor, scale: Tensor) -> None:
+    def subtract_targets(self, out: Tensor, labels: Tensor, scale: Tensor) -> None:
         """Subtract `scale` times the smoothed targets, :math:`(1 - \\varepsilon) \\mathrm{onehot}(y) + \\varepsilon
         / V`, from `out` `(n, V)`; `scale` is `(n, 1)` or a number."""
         smoothing = self.label_smoothing

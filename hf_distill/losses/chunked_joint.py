@@ -18,8 +18,14 @@ is the soft kernel's, at T = 2 (the trainer's default) the log of the sum of the
 / 2}` squared being :math:`e^{z - \max z}`. The backward pass, which brings the weights, weighs the soft gradient
 and adds the hard part, rebuilding :math:`p_s` with one exponential. At T = 1 and 2: for the forward KL on full
 logits, three exponentials per element instead of six; for the top-k bucket, two instead of four (one more each at
-other T); and one gradient tensor instead of two. Values and gradients equal those of the kernels apart
-(`tests/test_losses_chunked.py`).
+other T); and one gradient tensor instead of two.
+
+A caller that knows the weights autograd will bring (the trainer does: the terms' weights over their normalisers)
+may announce them (`expected_weights`). Against full logits at T = 1 and 2 the forward pass then writes the whole
+weighted gradient, the cross-entropy's part from the same exponentials (at T = 2 their squares), and the backward
+pass only hands it out: two exponentials per element in all, and no pass over the logits in the backward. Weights
+that come times a common factor (a loss scale) cost one pass; others, the gradient computed anew. Values and
+gradients equal those of the kernels apart, announced or not (`tests/test_losses_chunked.py`).
 """
 
 from dataclasses import dataclass
@@ -35,6 +41,9 @@ from .divergences import forward_kl
 from .reduction import IGNORE_INDEX, check_label_shape, check_logit_shapes
 from .topk import _topk_per_position_fn
 
+# Weights within this relative distance of those announced count as announced: a few float32 roundings of them.
+_WEIGHT_RTOL = 8 * torch.finfo(torch.float32).eps
+
 
 def chunked_soft_and_hard_losses(
     student_logits: Tensor,
@@ -46,6 +55,7 @@ def chunked_soft_and_hard_losses(
     chunk_size: int | None = None,
     ignore_index: int = IGNORE_INDEX,
     teacher_max: Tensor | None = None,
+    expected_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The soft loss :math:`T^2 \, \mathrm{KL}(p_t^T \| p_s^T)` and the cross-entropy per position, `chunk_size`
     positions at a time: the values and gradients of :func:`~hf_distill.losses.chunked_soft_target_loss` (forward
@@ -62,6 +72,9 @@ def chunked_soft_and_hard_losses(
         chunk_size: positions per chunk, `None` for :func:`~hf_distill.losses.chunks.default_chunk_size`.
         teacher_max: optional `(...)`, the teacher's maximum logit per position where it is known (see
             :func:`hf_distill.validation.check_teacher_logits`), not computed again.
+        expected_weights: optional `(2, ...)`, the weights :math:`w_s, w_h` per position that the caller's loss will
+            give the two values (the gradient of the loss w.r.t. them; 0 where a value does not count). They change
+            the time only (see the module doc): the gradient is the one of the weights that autograd brings.
 
     Returns:
         `(soft, hard)`, each `(...)` in float32, from one autograd node.
@@ -75,7 +88,18 @@ def chunked_soft_and_hard_losses(
 
     soft = ForwardKLKernel(temperature, soft_reference)
     teachers = [teacher_logits.detach(), *known_teacher_max(student_logits, teacher_max)]
-    return _together(soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index)
+    if expected_weights is None:
+        return _together(soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index)
+    if expected_weights.shape != (2, *labels.shape):
+        expected = (2, *labels.shape)
+        raise ValueError(
+            f"expected_weights of shape {tuple(expected_weights.shape)} must be {expected}: the soft and the hard "
+            "weight per position."
+        )
+    announced = expected_weights.detach().float().movedim(0, -1).contiguous()
+    return _together(
+        soft, student_logits, teachers, labels, label_smoothing, mask, chunk_size, ignore_index, announced
+    )
 
 
 def chunked_topk_soft_and_hard_losses(
@@ -109,12 +133,14 @@ def _together(
     mask: Tensor | None,
     chunk_size: int | None,
     ignore_index: int,
+    announced: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     check_label_shape(student_logits, labels)
     chunk_size = checked_chunk_size(student_logits, mask, "none", chunk_size)
     _, safe_labels = checked_class_labels(student_logits, labels, ignore_index)
-    kernel = SoftAndHardKernel(soft, label_smoothing)
-    soft_values, hard_values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, *teachers, safe_labels)
+    kernel = SoftAndHardKernel(soft, label_smoothing, announced is not None)
+    extra = [safe_labels] if announced is None else [safe_labels, announced]
+    soft_values, hard_values = hand_derived_chunks(student_logits, kernel, chunk_size, mask, *teachers, *extra)
     return soft_values, hard_values
 
 
@@ -122,14 +148,17 @@ def _together(
 class SoftAndHardKernel:
     """A soft kernel's loss and the cross-entropy, values `(2, n)`, as a
     :class:`~hf_distill.losses.chunks.ChunkKernel` that starts the gradient in the forward pass; the teacher tensors
-    are the soft kernel's, then the labels `(n, 1)`. The soft kernel (:class:`~hf_distill.losses.chunked_kl.
-    ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.TopKBucketKLKernel`) keeps the student's max as its
-    first statistic, and gives the student's log Z at T = 1 by `untempered_log_z(statistics, buffers)` where it has
-    it at hand (the forward KL at T = 1 and 2, the top-k bucket at any T), which the cross-entropy then takes
-    instead of its own pass of exponentials; chunks it declines go to `reference`."""
+    are the soft kernel's, then the labels `(n, 1)`, then with `announced` the expected weights `(n, 2)`. The soft
+    kernel (:class:`~hf_distill.losses.chunked_kl.ForwardKLKernel` or :class:`~hf_distill.losses.chunked_kl.
+    TopKBucketKLKernel`) keeps the student's max as its first statistic, and gives the student's log Z at T = 1 by
+    `untempered_log_z(statistics, buffers)` where it has it at hand (the forward KL at T = 1 and 2, the top-k bucket
+    at any T), which the cross-entropy then takes instead of its own pass of exponentials; where it also adds the
+    softmax to its gradient (`adds_softmax`), the announced weights let the forward pass write the whole gradient.
+    Chunks it declines go to `reference`."""
 
     soft: ChunkKernel
     label_smoothing: float
+    announced: bool = False
     num_values: int = 2
     gradient_in_forward: bool = True
 
@@ -141,11 +170,26 @@ class SoftAndHardKernel:
     def num_statistics(self) -> int:
         return self.soft.num_statistics + 2  # then the student's max and log Z at T = 1
 
+    @property
+    def whole_gradient_in_forward(self) -> bool:
+        """Whether the forward pass writes the weighted gradient of both losses (weights announced, and a soft
+        kernel that adds the softmax at T = 1 from its exponentials)."""
+        return self.announced and getattr(self.soft, "adds_softmax", False)
+
+    def _split(self, teachers: list[Tensor]) -> tuple[list[Tensor], Tensor, Tensor | None]:
+        """The soft kernel's teacher tensors, the labels and the announced weights (or `None`)."""
+        if self.announced:
+            *soft_teachers, labels, announced = teachers
+            return soft_teachers, labels, announced
+        *soft_teachers, labels = teachers
+        return soft_teachers, labels, None
+
     def values(
         self, student: Tensor, teachers: list[Tensor], buffers: list[Tensor], partial: Tensor | None = None
     ) -> tuple[Tensor, Tensor] | None:
-        *soft_teachers, labels = teachers
-        result = self.soft.values(student, soft_teachers, buffers, partial)
+        soft_teachers, labels, announced = self._split(teachers)
+        whole = partial is not None and self.whole_gradient_in_forward
+        result = self.soft.values(student, soft_teachers, buffers, None if whole else partial)
         if result is None:
             return None
         soft_values, soft_statistics = result
@@ -157,10 +201,22 @@ class SoftAndHardKernel:
             hard_statistics = torch.stack([maximum, log_z])
         else:  # the soft kernel is done with its buffers
             hard_values, hard_statistics = CrossEntropyKernel(smoothing).values(student, [labels], buffers)
+        if whole:  # w_s T (p_s^T - p_t^T) + w_h (p_s - targets)
+            soft_weights, hard_weights = announced.unbind(-1)
+            softmax_scale = hard_weights * torch.exp(-log_z)  # w_h / Z at T = 1
+            self.soft.start_gradient(soft_statistics, buffers, partial, soft_weights, softmax_scale)
+            CrossEntropyKernel(smoothing).subtract_targets(partial, labels, hard_weights.unsqueeze(-1))
         return torch.stack([soft_values, hard_values]), torch.cat([soft_statistics, hard_statistics])
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
-        *soft_teachers, labels = teachers
+        soft_teachers, labels, announced = self._split(teachers)
+        if kept and self.whole_gradient_in_forward:
+            factor = _common_factor(weights, announced.T)
+            if factor is not None:  # the weights announced, or those times a loss scale
+                if factor != 1.0:
+                    out.mul_(factor)
+                return
+            kept = False  # other weights: the gradient anew
         soft_statistics, hard_statistics = statistics[:-2], statistics[-2:]
         self.soft.gradient(student, soft_teachers, soft_statistics, weights[0], out, buffers, kept)
         scratch = buffers[0][: student.shape[0]]
@@ -172,3 +228,15 @@ class SoftAndHardKernel:
         *soft_teachers, labels = teachers
         hard = CrossEntropyKernel(self.label_smoothing).reference(student, labels)
         return torch.stack([self.soft.reference(student, *soft_teachers), hard])
+
+
+def _common_factor(weights: Tensor, announced: Tensor) -> float | None:
+    """The number f with `weights` = f x `announced` (both `(2, n)`; 1 when they are equal), up to a few float32
+    roundings, or `None` where there is none."""
+    if torch.allclose(weights, announced, rtol=_WEIGHT_RTOL, atol=0.0):
+        return 1.0
+    norm = announced.square().sum()
+    if norm == 0:
+        return None
+    factor = float((weights * announced).sum() / norm)
+    return factor if torch.allclose(weights, factor * announced, rtol=_WEIGHT_RTOL, atol=0.0) else None

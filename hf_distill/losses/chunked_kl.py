@@ -110,15 +110,44 @@ class ForwardKLKernel:
         values, statistics = forward_kl_chunk(student, teacher, self.temperature, buffers, teacher_max)
         if not torch.isfinite(values).all():  # a teacher's -inf makes its term 0 * -inf: no pass spent looking
             return None
-        if partial is not None:  # T (p_s^T - p_t^T), from the exponentials left in the first two buffers
-            student_exps, teacher_exps = (buffer[: student.shape[0]] for buffer in buffers[:2])
-            student_log_z, teacher_log_z = statistics[1], statistics[3]
+        if partial is not None:
+            self.start_gradient(statistics, buffers, partial)
+        return values, statistics
+
+    @property
+    def adds_softmax(self) -> bool:
+        """Whether :meth:`start_gradient` can add the softmax at T = 1 from the exponentials at hand (T = 1, 2)."""
+        return self.temperature in (1.0, 2.0)
+
+    def start_gradient(
+        self,
+        statistics: Tensor,
+        buffers: list[Tensor],
+        partial: Tensor,
+        weights: Tensor | None = None,
+        softmax_scale: Tensor | None = None,
+    ) -> None:
+        r"""Write :math:`T (p_s^T - p_t^T)` `(n, V)` into `partial` from the exponentials that :meth:`values` left in
+        the first two buffers; with `weights` and `softmax_scale` `(n,)` (where :attr:`adds_softmax`), write
+        :math:`w \, T (p_s^T - p_t^T) + c \, e^{z - \max z}` instead, at T = 2 from the squares of the
+        exponentials at T = 2 (with c = h / Z at T = 1: h times the softmax)."""
+        n, temperature = partial.shape[0], self.temperature
+        student_exps, teacher_exps = (buffer[:n] for buffer in buffers[:2])
+        student_log_z, teacher_log_z = statistics[1], statistics[3]
+        if weights is None:
             # T / Z_s (e_s - e_t Z_s / Z_t): exactly 0 where the student is the teacher, and `partial`, a chunk of a
             # fresh gradient, written once.
             teacher_exps.mul_(torch.exp(student_log_z - teacher_log_z).unsqueeze(-1))
-            scale = self.temperature * torch.exp(-student_log_z)
+            scale = temperature * torch.exp(-student_log_z)
             torch.sub(student_exps, teacher_exps, out=partial).mul_(scale.unsqueeze(-1))
-        return values, statistics
+            return
+        weights = weights * temperature
+        student_scale = (weights * torch.exp(-student_log_z)).unsqueeze(-1)  # w T / Z_s
+        if temperature == 1.0:  # (w T / Z_s + c) e_s
+            torch.mul(student_exps, student_scale + softmax_scale.unsqueeze(-1), out=partial)
+        else:  # (w T / Z_s + c e_s) e_s at T = 2
+            torch.mul(student_exps, softmax_scale.unsqueeze(-1), out=partial).add_(student_scale).mul_(student_exps)
+        partial.addcmul_(teacher_exps, (-weights * torch.exp(-teacher_log_z)).unsqueeze(-1))
 
     def gradient(self, student, teachers, statistics, weights, out, buffers, kept=False) -> None:
         if kept:

@@ -30,13 +30,14 @@ import pyarrow as pa
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import parse_flag_from_env
+from datasets.fingerprint import Hasher
 from datasets.table import InMemoryTable
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import default_data_collator
 
 from ..modeling import TEACHER_INPUT_HASH_KEY, teacher_forward
-from .cache_columns import STORAGE_DTYPES, example_positions, nested_array, to_storage
+from .cache_columns import STORAGE_DTYPES, as_run, example_positions, nested_array, to_storage
 from .cache_record import (
     CacheRecord,
     default_input_columns,
@@ -117,10 +118,6 @@ def cache_teacher_outputs(
         teacher, shard, columns, top_k, batch_size, dtype, data_collator, accelerator.device
     )
     outputs[TEACHER_INPUT_HASH_KEY] = pa.array(row_hashes(shard, columns))
-    cached = datasets.concatenate_datasets([shard, datasets.Dataset(InMemoryTable(pa.table(outputs)))], axis=1)
-    cached = _with_format_of(cached, dataset, list(outputs))
-    if accelerator.num_processes > 1:
-        cached = _merge_shards(cached, Path(output_dir), accelerator)
     name, name_or_path = teacher_identity(teacher)
     record = CacheRecord(
         teacher_class=name,
@@ -135,6 +132,14 @@ def cache_teacher_outputs(
         num_classes=num_classes,
         per_position=per_position,
     )
+    # The outputs' fingerprint from what made them: `datasets` would otherwise hash the whole table (pickling its
+    # buffers), which for the full logits of a large vocabulary takes longer than the teacher's forward passes.
+    fingerprint = Hasher.hash([shard._fingerprint, record.to_json()])
+    outputs_dataset = datasets.Dataset(InMemoryTable(pa.table(outputs)), fingerprint=fingerprint)
+    cached = datasets.concatenate_datasets([shard, outputs_dataset], axis=1)
+    cached = _with_format_of(cached, dataset, list(outputs))
+    if accelerator.num_processes > 1:
+        cached = _merge_shards(cached, Path(output_dir), accelerator)
     cached.info.description = record.to_json()
     if output_dir is not None and accelerator.is_main_process:
         cached.save_to_disk(str(output_dir))
@@ -187,12 +192,17 @@ def _teacher_outputs(
                 length = logits.shape[1] if per_position else None
                 for i, positions in enumerate(example_positions(batch, logits.shape[0], length)):
                     for name, part in zip(names, parts, strict=True):
-                        stored[name].append(part[i] if positions is None else part[i][positions.cpu().numpy()])
+                        own = part[i] if positions is None else part[i][_numpy_index(as_run(positions))]
+                        stored[name].append(own)
     finally:
         teacher.train(was_training)
     if not stored[names[0]]:
         raise ValueError("The dataset is empty: there is nothing to cache.")
     return {name: nested_array(rows) for name, rows in stored.items()}, num_classes, per_position
+
+
+def _numpy_index(index: slice | torch.Tensor) -> slice | np.ndarray:
+    return index if isinstance(index, slice) else index.cpu().numpy()
 
 
 def _with_format_of(cached: datasets.Dataset, dataset: datasets.Dataset, added: list[str]) -> datasets.Dataset:

@@ -57,6 +57,14 @@ def example_positions(batch: dict[str, Any], num_examples: int, length: int | No
     return [row.nonzero().squeeze(-1) for row in mask.bool()]
 
 
+def as_run(positions: Tensor) -> slice | Tensor:
+    """`positions` (ascending, as :func:`example_positions` gives them) as a `slice` where they are one run (right
+    or left padding), so that indexing with them takes a view rather than a copy; else as they are."""
+    if positions.numel() and int(positions[-1]) - int(positions[0]) + 1 == positions.numel():
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
+
+
 def nested_array(rows: list[np.ndarray]) -> pa.Array:
     """Arrow array of per-example arrays `(W,)` (a list of W values) or `(L_i, W)` (a list of lists of W values)."""
     width = rows[0].shape[-1]
@@ -90,7 +98,7 @@ def _stack_or_place(rows: list[Tensor], batch: dict[str, Any], pad: Tensor) -> T
                 f"Example {i} of the batch has {positions.numel()} attended positions but {row.shape[0]} cached "
                 "teacher positions: the data was tokenized or truncated differently from the data the teacher saw."
             )
-        out[i, positions] = row
+        out[i, as_run(positions)] = row
     return out
 
 

@@ -125,7 +125,23 @@ def weighted_sum(
     """
     total = torch.zeros((), device=batch.student_logits.device)
     means: dict[str, Tensor] = {}
-    share_soft_and_hard(terms, batch)
+
+    def divisor(mask: Tensor | None, numel: int, normalizer: str) -> Tensor:
+        """What the masked sum of a term with this mask, size and normalizer is divided by."""
+        count = torch.as_tensor(mask.sum() if mask is not None else numel, device=total.device)
+        if denominators is None:
+            return torch.clamp_min(count, 1)
+        if denominators.get(normalizer) is not None:
+            # An accumulated batch may hold no labelled position at all (a transfer set): its sum is then 0.
+            return torch.clamp_min(torch.as_tensor(denominators[normalizer], device=total.device), 1)
+        return torch.clamp_min(count, 1) * (accumulation_steps * process_scale)
+
+    def unit_weights(mask: Tensor | None, shape: torch.Size, normalizer: str) -> Tensor:
+        """The gradient of the loss w.r.t. each value `shape` of a term of weight 1 with this mask and normalizer."""
+        scale = process_scale / divisor(mask, shape.numel(), normalizer)
+        return scale.expand(shape) if mask is None else scale * mask
+
+    share_soft_and_hard(terms, batch, unit_weights)
     for term in terms:
         if not can_compute(term, batch, training):
             continue
@@ -134,15 +150,7 @@ def weighted_sum(
         count = result.mask.sum() if result.mask is not None else result.per_position.numel()
         mean = masked_sum / torch.clamp_min(torch.as_tensor(count, device=masked_sum.device), 1)
         means[f"{term.name}_loss"] = mean.detach()
-        if term.weight == 0:
-            continue
-        if denominators is None:
-            value = mean
-        elif denominators.get(result.normalizer) is not None:
-            # An accumulated batch may hold no labelled position at all (a transfer set): its sum is then 0.
-            denominator = torch.as_tensor(denominators[result.normalizer], device=masked_sum.device)
-            value = masked_sum / torch.clamp_min(denominator, 1)
-        else:
-            value = mean / (accumulation_steps * process_scale)
-        total = total + term.weight * value
+        if term.weight != 0:
+            divided = masked_sum / divisor(result.mask, result.per_position.numel(), result.normalizer)
+            total = total + term.weight * divided
     return total * process_scale, means

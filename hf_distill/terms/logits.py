@@ -1,13 +1,15 @@
 """The soft-target and hard-label terms of Hinton's loss."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from ..losses import chunked_soft_target_loss, hard_label_loss, soft_target_loss, standardize_logits
 from ..losses.chunked_joint import chunked_soft_and_hard_losses, chunked_topk_soft_and_hard_losses
 from ..losses.chunks import default_chunk_size
-from .base import DistillationBatch, LossTerm, TermLoss
+from .base import DistillationBatch, LossTerm, Normalizer, TermLoss
 from .topk import topk_soft_term_loss, topk_support
 
 # With `chunk_size=None`, token-level logits of at least this many elements (16 MiB in float32) take the chunked loss:
@@ -114,10 +116,17 @@ class HardLabelTerm:
         return TermLoss(per_position, batch.mask, "labels")
 
 
-def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None:
+def share_soft_and_hard(
+    terms: list[LossTerm],
+    batch: DistillationBatch,
+    unit_weights: Callable[[Tensor | None, torch.Size, Normalizer], Tensor] | None = None,
+) -> None:
     """Compute the per-position losses of the soft and hard terms together when they can be
     (:mod:`hf_distill.losses.chunked_joint`: the same values and gradients in about half the passes over the
-    vocabulary, and one gradient tensor instead of two), into `batch.shared_values`.
+    vocabulary, and one gradient tensor instead of two), into `batch.shared_values`. With `unit_weights(mask, shape,
+    normalizer)`, the gradient of the loss w.r.t. the values of a term of weight 1 (what
+    :func:`~hf_distill.terms.combine.weighted_sum` makes of the terms' masks and normalizers), the weights the
+    two terms will get are announced, and against full logits the whole gradient is written in the forward pass.
 
     They can when `terms` hold one :class:`SoftTargetTerm` (forward KL, not standardized) and one
     :class:`HardLabelTerm`, both weighted, on token-level logits that take their chunked losses with the same chunk
@@ -150,8 +159,14 @@ def share_soft_and_hard(terms: list[LossTerm], batch: DistillationBatch) -> None
         "chunk_size": soft.chunk_size or None,
     }
     if topk is None:
+        expected = None
+        if unit_weights is not None and torch.is_grad_enabled() and logits.requires_grad:
+            # The terms' masks and normalizers on token-level logits with labels (see their `__call__`).
+            masks = (batch.soft_mask, batch.mask)
+            soft_unit, hard_unit = (unit_weights(mask, labels.shape, "labels") for mask in masks)
+            expected = torch.stack([soft.weight * soft_unit, hard.weight * hard_unit])
         values = chunked_soft_and_hard_losses(
-            logits, batch.teacher_logits, labels, teacher_max=batch.teacher_max, **options
+            logits, batch.teacher_logits, labels, teacher_max=batch.teacher_max, expected_weights=expected, **options
         )
     else:
         values = chunked_topk_soft_and_hard_losses(logits, *topk_support(batch), labels, **options)
