@@ -108,7 +108,7 @@ def data_path(name: str, trainers: dict[str, Trainer], args) -> None:
             lambda trainer=trainer, batch=batch: train_step(trainer, batch), args.steps
         )
         variants[f"wall {label}"] = loader_steps(trainer, args.steps, train=True)
-        variants[f"load {label}"] = loader_steps(trainer, args.steps)
+        variants[f"load {label}"] = loader_steps(trainer, args.steps, warmup=args.warmup_steps)
     for measure in variants.values():  # warm-up
         measure()
     ratios: dict[str, list[float]] = {f"{kind} {label}": [] for label in trainers for kind in ("wall", "load")}

@@ -71,10 +71,22 @@ def first_batch(trainer: Trainer) -> dict[str, Any]:
     return next(iter(trainer.get_train_dataloader()))
 
 
-def loader_steps(trainer: Trainer, steps: int, train: bool = False) -> Callable[[], float]:
-    """A measure: seconds per batch drawn from the trainer's data loader (restarted at its end), only loading it or,
-    with `train=True`, also training on it (the wall time of a step)."""
+def loader_steps(trainer: Trainer, steps: int, train: bool = False, warmup: int = 0) -> Callable[[], float]:
+    """A measure: seconds per batch drawn from the trainer's data loader, only loading it or, with `train=True`, also
+    training on it (the wall time of a step, over `steps` batches, the loader restarted at its end). Loading alone is
+    timed over a whole epoch, its start included (accelerate's loader fetches a batch ahead, so single draws would
+    take two fetches at an epoch's start and none at its end), after `warmup` untimed epochs (as `timed` does for
+    steps: batches of a cache's logits are large enough to re-fault their memory after another path's)."""
     loader = trainer.get_train_dataloader()
+    if not train:
+
+        def epoch() -> float:
+            for _ in range(warmup):
+                sum(1 for _ in loader)
+            start, batches = time.perf_counter(), sum(1 for _ in loader)
+            return (time.perf_counter() - start) / batches
+
+        return epoch
     iterator = iter(loader)
 
     def measure() -> float:
@@ -85,8 +97,7 @@ def loader_steps(trainer: Trainer, steps: int, train: bool = False) -> Callable[
             if batch is None:
                 iterator = iter(loader)
                 batch = next(iterator)
-            if train:
-                train_step(trainer, batch)
+            train_step(trainer, batch)
         return (time.perf_counter() - start) / steps
 
     return measure
@@ -239,7 +250,8 @@ def measure_paths(setting: Setting, args, logits_numel: int | None = None) -> No
         builds_of[count] = timed(build, 1, args.warmup_steps)
     loaders = {"dataset": plain, "full cache": full, "top-k cache": topk}
     measures = {name: timed(step, args.steps, args.warmup_steps) for name, step in steps.items()}
-    measures.update({f"load {name}": loader_steps(trainer, args.steps) for name, trainer in loaders.items()})
+    loads = {name: loader_steps(trainer, args.steps, warmup=args.warmup_steps) for name, trainer in loaders.items()}
+    measures.update({f"load {name}": measure for name, measure in loads.items()})
     measures.update({f"{BUILD} of {count} batch(es)": measure for count, measure in builds_of.items()})
     if logits_numel:  # what one pass of exponentials over the logits costs: the loss over the vocabulary takes several
         logits, exps = torch.randn(logits_numel), torch.empty(logits_numel)

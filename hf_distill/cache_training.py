@@ -8,6 +8,7 @@ from torch import Tensor
 
 from .modeling import CACHED_TEACHER_LOGITS_KEY, CACHED_TEACHER_OUTPUT_KEYS, CACHED_TEACHER_TOPK_VALUES_KEY
 from .teachers.augmented_cache import AUGMENTATION_PARAMS_KEY
+from .teachers.cache_rows import cached_teacher_rows
 from .terms import TopKTeacherOutputs
 
 
@@ -27,6 +28,11 @@ class CachedTeacherMixin:
     @staticmethod
     def _has_cached_teacher(inputs: dict[str, Any]) -> bool:
         return not inputs.keys().isdisjoint(CACHED_TEACHER_OUTPUT_KEYS)
+
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        """The Trainer's removal of unused columns; a cache's teacher columns are then read as views of their Arrow
+        buffers (:class:`~hf_distill.teachers.cache_rows.CachedTeacherRows`), not as Python lists."""
+        return cached_teacher_rows(super()._remove_unused_columns(dataset, description))
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:

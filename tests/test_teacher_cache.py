@@ -5,6 +5,7 @@ import copy
 from dataclasses import dataclass
 
 import datasets
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from hf_distill.teachers import (
 )
 from hf_distill.teachers.cache_columns import as_run
 from hf_distill.teachers.cache_record import check_cache_for_training
+from hf_distill.teachers.cache_rows import CachedTeacherRows, cached_teacher_rows
 
 TOLERANCE = 1e-6
 
@@ -265,20 +267,45 @@ class PadCollator:
 
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
-def test_token_level_caches_keep_each_rows_own_positions_and_the_storage_dtype(side, dtype):
+@pytest.mark.parametrize("read", ["datasets", "views"])  # rows as `datasets` formats them, or CachedTeacherRows
+def test_token_level_caches_keep_each_rows_own_positions_and_the_storage_dtype(side, dtype, read):
     rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3], [4, 5, 6, 7, 8], [9], [10, 11]]})
     teacher = tiny_gpt2(seed=1)
     cache = cache_teacher_outputs(teacher, rows, batch_size=3, dtype=dtype, data_collator=PadCollator(side))
     assert [len(row) for row in cache["teacher_logits"]] == [3, 5, 1, 2]
     assert cache.features["teacher_logits"].feature.feature.dtype == {"bfloat16": "int16"}.get(dtype, dtype)
+    chosen = [1, 2, 3]
+    features = [cache[i] for i in chosen] if read == "datasets" else cached_teacher_rows(cache).__getitems__(chosen)
     # Replayed in batches of another composition (and padding side), each row's outputs land on its own tokens.
-    batch = CachedTeacherCollator(PadCollator("left" if side == "right" else "right"))([cache[i] for i in (1, 2, 3)])
+    batch = CachedTeacherCollator(PadCollator("left" if side == "right" else "right"))(features)
     with torch.no_grad():
         live = teacher(**{key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}).logits
     attended = batch["attention_mask"].bool()
     expected = live[attended].to(getattr(torch, dtype)).float()
     torch.testing.assert_close(batch["teacher_logits"][attended], expected, atol=1e-5, rtol=0)
     assert batch["teacher_logits"].dtype == torch.float32 and "teacher_input_hash" not in batch
+
+
+def test_cache_rows_are_views_of_the_stored_buffers(lm_caches):
+    # The trainer's loaders read a cache's teacher columns as NumPy views of its Arrow buffers (no Python lists, no
+    # copy), in any order and through an index mapping, with the same values as `datasets` gives; a column of
+    # another type (a user's lists of floats) stays with `datasets`.
+    for cache in (lm_caches[None], lm_caches[4], cache_teacher_outputs(TinyCNN(seed=1), image_dataset(n=6))):
+        shuffled = cache.shuffle(seed=0).select([4, 0, 3])
+        rows = cached_teacher_rows(shuffled)
+        assert isinstance(rows, CachedTeacherRows) and len(rows) == 3
+        for index, row in zip([2, 0], rows.__getitems__([2, 0]), strict=True):
+            expected = shuffled.with_format("numpy")[index]
+            assert row.keys() == expected.keys()
+            for key in rows.keys:
+                assert isinstance(row[key], np.ndarray) and not row[key].flags.owndata and not row[key].flags.writeable
+                np.testing.assert_array_equal(row[key], expected[key])
+            formatted = shuffled[index]  # the other columns in the dataset's own format
+            for key in row.keys() - set(rows.keys):
+                assert type(row[key]) is type(formatted[key])
+                np.testing.assert_array_equal(np.asarray(row[key]), np.asarray(formatted[key]))
+    own = text_dataset().add_column("teacher_logits", [[0.5, -0.5]] * len(text_dataset()))
+    assert cached_teacher_rows(own) is own
 
 
 def test_the_size_of_a_top_k_cache_per_token():

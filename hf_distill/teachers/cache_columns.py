@@ -4,10 +4,11 @@ Per example, a cache stores `(C,)` for classification or `(L_i, C)` for token-le
 example's own length (the positions its `attention_mask` marks in the batch the teacher saw; padding is not stored)
 and `C` is the number of classes (full logits) or k (top-k). Floats are stored as Arrow float32 or float16;
 bfloat16, which Arrow cannot hold, is stored as its bit pattern in int16 and read back by
-:func:`stored_to_float`. Top-k indices are int32.
+the collator (:class:`CachedTeacherCollator`). Top-k indices are int32.
 """
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,6 @@ def to_storage(values: Tensor, dtype: str) -> np.ndarray:
         raise ValueError(f"dtype must be one of {list(STORAGE_DTYPES)}, got {dtype!r}.")
     values = values.detach().to(STORAGE_DTYPES[dtype]).cpu()
     return values.view(torch.int16).numpy() if dtype == "bfloat16" else values.numpy()
-
-
-def stored_to_float(values: Any) -> Tensor:
-    """Stored teacher values as a float32 tensor; integer values are bfloat16 bit patterns (see the module doc)."""
-    values = torch.as_tensor(values)
-    if not values.is_floating_point():
-        values = values.to(torch.int16).view(torch.bfloat16)
-    return values.float()
 
 
 def example_positions(batch: dict[str, Any], num_examples: int, length: int | None) -> list[Tensor | None]:
@@ -76,11 +69,13 @@ def nested_array(rows: list[np.ndarray]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), inner)
 
 
-def _stack_or_place(rows: list[Tensor], batch: dict[str, Any], pad: Tensor) -> Tensor:
-    """Per-example `(W,)` or `(L_i, W)` tensors as one `(B, W)` or `(B, L, W)` tensor, each `(L_i, W)` put at its
-    example's own positions of the padded batch (see :func:`example_positions`); other positions hold `pad` `(W,)`."""
+def _padded_batch(rows: list[Any], batch: dict[str, Any], pad: Tensor) -> Tensor:
+    """Per-example `(W,)` or `(L_i, W)` rows (arrays, tensors or lists) as one `(B, W)` or `(B, L, W)` tensor of
+    `pad`'s dtype, each `(L_i, W)` copied once to its example's own positions of the padded batch (see
+    :func:`example_positions`); other positions hold `pad` `(W,)`."""
+    rows = [_read_only_tensor(row) for row in rows]
     if rows[0].dim() == 1:
-        return torch.stack(rows)
+        return torch.stack(rows).to(pad.dtype)
     reference = batch.get("input_ids", batch.get("attention_mask"))
     lengths = {row.shape[0] for row in rows}
     if reference is None or batch.get("attention_mask") is None:
@@ -89,17 +84,33 @@ def _stack_or_place(rows: list[Tensor], batch: dict[str, Any], pad: Tensor) -> T
                 f"Cached teacher outputs of {sorted(lengths)} positions in one batch, and no attention_mask to place "
                 "them: collate with the padding the teacher saw (one that returns attention_mask)."
             )
-        return torch.stack(rows)
+        return torch.stack(rows).to(pad.dtype)
     length = torch.as_tensor(reference).shape[1]
-    out = pad.to(rows[0].dtype).expand(len(rows), length, -1).clone()
+    out = torch.empty((len(rows), length, pad.shape[0]), dtype=pad.dtype)
     for i, (row, positions) in enumerate(zip(rows, example_positions(batch, len(rows), length), strict=True)):
         if positions.numel() != row.shape[0]:
             raise ValueError(
                 f"Example {i} of the batch has {positions.numel()} attended positions but {row.shape[0]} cached "
                 "teacher positions: the data was tokenized or truncated differently from the data the teacher saw."
             )
-        out[i, as_run(positions)] = row
+        run = as_run(positions)
+        if isinstance(run, slice):  # the padding around one run, then the run: each position written once
+            out[i, : run.start], out[i, run.stop :] = pad, pad
+            out[i, run].copy_(row)
+        else:
+            out[i] = pad
+            out[i, positions] = row.to(pad.dtype)
     return out
+
+
+def _read_only_tensor(row: Any) -> Tensor:
+    """`row` as a tensor, sharing the memory of a NumPy view of a cache's buffers (which is read, never written: torch
+    would warn that it cannot mark the tensor read-only)."""
+    if not isinstance(row, np.ndarray):
+        return torch.as_tensor(row)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(row)
 
 
 class CachedTeacherCollator:
@@ -117,17 +128,19 @@ class CachedTeacherCollator:
         cached = {key: [feature[key] for feature in features] for key in keys}
         batch = self.collator([{k: v for k, v in feature.items() if k not in hidden} for feature in features])
         for key, rows in cached.items():
+            first = np.asarray(rows[0])
             if key == CACHED_TEACHER_TOPK_INDICES_KEY:
-                rows = [torch.as_tensor(row).long() for row in rows]
-                pad = torch.arange(rows[0].shape[-1])  # distinct ids at padding: a valid top-k, masked out anyway
-            else:
-                rows = [stored_to_float(row) for row in rows]
-                width = rows[0].shape[-1]
-                # Padding positions (never counted by the loss) hold a valid distribution: uniform over the k kept
-                # classes for top-k log-probabilities, zeros for logits.
-                fill = -math.log(width) if key == CACHED_TEACHER_TOPK_VALUES_KEY else 0.0
-                pad = torch.full((width,), fill)
-            batch[key] = _stack_or_place(rows, batch, pad)
+                # Distinct ids at padding: a valid top-k, masked out anyway.
+                batch[key] = _padded_batch(rows, batch, torch.arange(first.shape[-1]))
+                continue
+            # Padding positions (never counted by the loss) hold a valid distribution: uniform over the k kept
+            # classes for top-k log-probabilities, zeros for logits.
+            fill = -math.log(first.shape[-1]) if key == CACHED_TEACHER_TOPK_VALUES_KEY else 0.0
+            if np.issubdtype(first.dtype, np.floating):  # float32 or float16, read as float32 in the one copy
+                batch[key] = _padded_batch(rows, batch, torch.full(first.shape[-1:], fill))
+            else:  # bfloat16 bits
+                bits = torch.full(first.shape[-1:], fill, dtype=torch.bfloat16).view(torch.int16)
+                batch[key] = _padded_batch(rows, batch, bits).view(torch.bfloat16).float()
         return batch
 
 
